@@ -1,0 +1,149 @@
+"""What the two command-line programs share: errors, logging, progress.
+
+Only the CLI modules import this; the library below them never prints.
+"""
+
+import logging
+import os
+import sys
+
+from drover.errors import ConfigError, DroverError
+
+log = logging.getLogger(__name__)
+
+# Exit statuses of ``launcher`` (the watchdog has its own, see its --help).
+EXIT_OK = 0           # everything asked for holds on every host
+EXIT_FAILED = 1       # an instance did not reach the asked state
+EXIT_USAGE = 2        # bad command line or configuration; nothing was done
+EXIT_UNREACHABLE = 3  # some hosts could not be asked; the rest is fine
+EXIT_INTERNAL = 70    # a bug in drover (EX_SOFTWARE of sysexits.h)
+EXIT_INTERRUPTED = 130
+
+DEBUG_ENV = "DROVER_DEBUG"
+
+
+def setup_logging(prog, verbose=0, debug=False):
+    """Log lines on stderr: warnings by default, more with -v/--debug."""
+    level = logging.WARNING
+    if verbose:
+        level = logging.INFO
+    if debug:
+        level = logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if not debug:
+        # paramiko logs every failed connection at ERROR with a traceback;
+        # drover reports the same failure once, as a host outcome.
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+
+
+def run_main(prog, body, argv, debug_flag="--debug", error_status=None):
+    """Run ``body(argv) -> exit status``; turn errors into one line.
+
+    A traceback is shown only with ``--debug`` (or ``DROVER_DEBUG=1``); a
+    closed stdout (``| head``) ends the program quietly. ``error_status``
+    maps a DroverError to the program's own exit status.
+    """
+    debug = debug_flag in argv or os.environ.get(DEBUG_ENV) == "1"
+    try:
+        return body(argv)
+    except DroverError as error:
+        if debug:
+            raise
+        print(f"{prog}: {error.category}: {error}", file=sys.stderr)
+        if error_status is not None:
+            return error_status(error)
+        return EXIT_USAGE if isinstance(error, ConfigError) else \
+            getattr(error, "exit_status", EXIT_FAILED)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush does
+        # not raise again (Python docs, "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as error:
+        if debug:
+            raise
+        print(f"{prog}: internal error: {type(error).__name__}: {error} "
+              "(run again with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+class Progress:
+    """``12/40 hosts`` on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total, label="hosts", stream=None):
+        self.total = total
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self.enabled = total > 1 and self.stream.isatty()
+
+    def __call__(self, result=None):
+        self.done += 1
+        if self.enabled:
+            self.stream.write(f"\r{self.done}/{self.total} {self.label}")
+            self.stream.flush()
+
+    def finish(self):
+        if self.enabled and self.done:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def fold_outcomes(host_results):
+    """Lines ``host[01-03] (3): ok``, one per distinct outcome and error.
+
+    Problems come first, the largest group of each kind first.
+    """
+    from drover.hostlist import fold
+
+    groups = {}
+    for host, result in host_results.items():
+        label = result.outcome if result.ok or not result.error \
+            else f"{result.outcome}: {_strip_host(result.error, host)}"
+        groups.setdefault((result.ok, label), []).append(host)
+
+    ordered = sorted(groups.items(),
+                     key=lambda item: (item[0][0], -len(item[1]),
+                                       item[0][1]))
+    return [f"{fold(hosts)} ({len(hosts)}): {label}"
+            for (_, label), hosts in ordered]
+
+
+def _strip_host(message, host):
+    """Drop a leading ``host:`` so equal errors of many hosts fold."""
+    prefix = f"{host}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def human_bytes(count):
+    if count is None:
+        return "-"
+    for unit in ("B", "K", "M", "G", "T"):
+        if abs(count) < 1024 or unit == "T":
+            return f"{count:.0f}{unit}" if unit == "B" \
+                else f"{count:.1f}{unit}"
+        count /= 1024
+
+
+def human_duration(seconds):
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{seconds:02d}s"
+    return f"{seconds}s"

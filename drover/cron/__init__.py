@@ -1,0 +1,1 @@
+"""Running the watchdog from cron: crontab entry, run lock, quiet output."""

@@ -1,0 +1,289 @@
+"""``watchdog cron install|show|remove``: drover's line in the crontab.
+
+The handler is registered on the watchdog CLI as
+``run(config, arguments, history)`` asking for neither the configuration
+nor the history: ``remove`` and ``show`` must work while the
+configuration file is broken or gone, and ``show`` reads the history of
+the state directory the cron line uses, which may not be this shell's.
+"""
+
+import argparse
+import os
+import pwd
+import sys
+import time
+
+from drover import console, paths
+from drover.cron import crontab
+from drover.cron.crontab import human_period
+from drover.errors import CronError
+
+# Exit statuses of `cron show` (install and remove: 0, or an error).
+SHOW_OK = 0         # the entry is there, enabled, and its runs keep up
+SHOW_WARNING = 1    # no entry, a disabled one, runs slower than the
+                    # period, or no check for two periods
+
+RECENT_RUNS = 10
+
+EPILOG = f"""\
+cron show exit status:
+  {SHOW_OK}   the entry is installed and enabled, and the last checks were
+      quicker than the period and recent
+  {SHOW_WARNING}   no entry, a disabled entry, checks slower than the period,
+      or no check for two periods
+
+The entry runs `watchdog check -c FILE` with absolute paths and the same
+state directory as this shell, and ends with the comment "# {crontab.MARKER}",
+by which drover finds it again. Other lines of the crontab stay as they
+are, byte for byte.
+"""
+
+
+def add_commands(command):
+    """Register ``cron`` on the watchdog parser (see watchdog/cli.py)."""
+    cron = command("cron", "install, show or remove the crontab entry that "
+                           "runs `watchdog check` every few minutes")
+    cron.epilog = EPILOG
+    actions = cron.add_subparsers(dest="cron_action", metavar="ACTION")
+    actions.required = True
+
+    def action(name, help_text):
+        return actions.add_parser(
+            name, parents=[_common_options()], help=help_text,
+            description=help_text, epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    install = action("install", "add drover's entry to your crontab, or "
+                                "update it in place")
+    install.add_argument("--every", type=_period, default="5m",
+                         metavar="PERIOD",
+                         help="how often: a period that divides an hour or "
+                              "a day, such as 1m, 5m, 15m, 1h (default: 5m)")
+    install.add_argument("--respawn", action=argparse.BooleanOptionalAction,
+                         help="pass --respawn (or --no-respawn) to check; "
+                              "without either, watchdog.respawn decides")
+    alerts = install.add_mutually_exclusive_group()
+    alerts.add_argument("--email", action="store_true",
+                        help="pass --email to check: mail a report when "
+                             "something changed (notify.email)")
+    alerts.add_argument("--notify", action="store_true",
+                        help="pass --notify to check (notify.urls, "
+                             "notify.config)")
+
+    action("show", "print the entry, when the watchdog last checked and "
+                   "how long its last checks took")
+    action("remove", "take drover's entry out of your crontab; the rest "
+                     "stays as it is")
+
+    from drover.watchdog import cli
+    cli.register("cron", run, config=False, history=False)
+
+
+def _common_options():
+    """-c, -v, --debug after the action too; without defaults, so that a
+    value given before the action stays."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", metavar="FILE",
+                        default=argparse.SUPPRESS,
+                        help="configuration file (TOML)")
+    common.add_argument("-v", "--verbose", action="count",
+                        default=argparse.SUPPRESS,
+                        help="log what is done")
+    common.add_argument("--debug", action="store_true",
+                        default=argparse.SUPPRESS,
+                        help="log everything; show tracebacks")
+    return common
+
+
+def _period(text):
+    from drover.config import parse_duration
+    try:
+        seconds = parse_duration(text)
+        crontab.schedule_every(seconds)
+    except (ValueError, CronError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return seconds
+
+
+def run(config, arguments, history):
+    """The ``cron`` handler: ``config`` and ``history`` are unused (None);
+    returns the exit status."""
+    return ACTIONS[arguments.cron_action](arguments)
+
+
+# -- install ------------------------------------------------------------------
+
+def install(arguments):
+    from drover import config as config_module
+
+    # Checked now, once, rather than mailed by cron every period.
+    path = config_module.find_config(arguments.config)
+    config = config_module.load(path)
+    options = _check_options(arguments)
+    if arguments.email or arguments.notify:
+        _validate_targets(config, arguments)
+
+    seconds = arguments.every
+    change = crontab.install(crontab.schedule_every(seconds), config.path,
+                             options)
+
+    if not change.written:
+        verb = "unchanged in"
+    else:
+        verb = "updated in" if change.previous else "added to"
+    print(f"{verb} the crontab of {_user()}:")
+    print(f"  {change.entry.line}")
+    if change.previous and change.written:
+        print(f"  (was: {change.previous.line})")
+    state = paths.state_dir()
+    print(f"every {human_period(seconds)}; history in {state}, log in "
+          f"{state / 'watchdog.log'}")
+
+    for warning in install_warnings(config, seconds):
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _check_options(arguments):
+    options = []
+    if arguments.respawn is not None:
+        options.append("--respawn" if arguments.respawn else "--no-respawn")
+    if arguments.email:
+        options.append("--email")
+    if arguments.notify:
+        options.append("--notify")
+    return options
+
+
+def _validate_targets(config, arguments):
+    # The alerts say whether the targets can work (CASES C14); until they
+    # can tell, the first cron run will.
+    from drover.watchdog import alerts
+    validate = getattr(alerts, "validate_targets", None)
+    if validate is not None:
+        validate(config, arguments.email, arguments.notify)
+
+
+def install_warnings(config, seconds, environ=os.environ):
+    """What will go wrong under cron that works in this shell."""
+    warnings = []
+    deadline = config.watchdog.deadline
+    if deadline >= seconds:
+        warnings.append(
+            f"watchdog.deadline ({human_period(deadline)}) is not shorter "
+            f"than the period ({human_period(seconds)}): a slow check makes "
+            "the next ones find the lock taken")
+    if environ.get("SSH_AUTH_SOCK") and config.ssh.identity_file is None:
+        warnings.append(
+            "ssh.identity_file is not set, and cron has no ssh-agent: the "
+            "cron runs can use key files only (ssh.identity_file, "
+            "IdentityFile in the ssh config, ~/.ssh/id_*), and no key "
+            "that needs a passphrase")
+    return warnings
+
+
+# -- show ---------------------------------------------------------------------
+
+def show(arguments):
+    text = crontab.read_crontab()
+    found = crontab.find_entries(text)
+    if not found:
+        print(f"no drover entry in the crontab of {_user()} (add one with "
+              "`watchdog cron install`)")
+        return SHOW_WARNING
+
+    entry = found[0][1]
+    print(entry.line)
+    warnings = []
+    if not entry.enabled:
+        warnings.append("the entry is commented out: cron does not run "
+                        "it (`watchdog cron install` enables it again)")
+    period = entry.period
+    state = paths.state_dir(dict(crontab.cron_environment(text),
+                                 **entry.environment))
+    print(f"every {human_period(period) if period else 'boot'}; history in "
+          f"{state}, log in {state / 'watchdog.log'}")
+
+    runs = recent_checks(state)
+    for line in run_lines(runs, time.time()):
+        print(line)
+    warnings += run_warnings(runs, period, time.time())
+    for warning in warnings:
+        print(f"warning: {warning}")
+    return SHOW_WARNING if warnings else SHOW_OK
+
+
+def recent_checks(state_dir, limit=RECENT_RUNS):
+    """The latest checks of the history in ``state_dir``, newest first;
+    none when there is no history yet (it is not created)."""
+    from drover.watchdog.history import HISTORY_NAME, History
+
+    path = state_dir / HISTORY_NAME
+    if not path.is_file():
+        return []
+    with History.open(path) as history:
+        return history.checks(limit)
+
+
+def run_lines(runs, now):
+    """``last check: ...`` and the spread of the recent durations."""
+    if not runs:
+        return ["no check recorded yet"]
+    last = runs[0]
+    lines = [f"last check: {_clock(last.started_at)} "
+             f"({console.human_duration(now - last.started_at)} ago), took "
+             f"{last.duration:.1f}s: {last.summary}"]
+    if len(runs) > 1:
+        durations = [run.duration for run in runs]
+        lines.append(f"last {len(runs)} checks took {min(durations):.1f}s "
+                     f"to {max(durations):.1f}s")
+    return lines
+
+
+def run_warnings(runs, period, now):
+    """Checks slower than the period, or none for two periods."""
+    if not runs or not period:
+        return []
+    warnings = []
+    slow = [run for run in runs if run.duration > period]
+    if slow:
+        longest = max(slow, key=lambda run: run.duration)
+        warnings.append(
+            f"{len(slow)} of the last {len(runs)} checks took longer than "
+            f"the period ({human_period(period)}; longest "
+            f"{longest.duration:.0f}s at {_clock(longest.started_at)}): the "
+            "next runs found the "
+            "lock taken; lower watchdog.deadline or install with a longer "
+            "--every")
+    since = now - runs[0].started_at
+    if since > 2 * period + 60:
+        warnings.append(
+            f"no check for {console.human_duration(since)}, though the "
+            f"entry runs every {human_period(period)}: is the cron daemon "
+            "running?")
+    return warnings
+
+
+# -- remove -------------------------------------------------------------------
+
+def remove(arguments):
+    change = crontab.remove()
+    if change.previous is None:
+        print(f"no drover entry in the crontab of {_user()}; nothing "
+              "removed")
+    else:
+        print(f"removed from the crontab of {_user()}:")
+        print(f"  {change.previous.line}")
+    return 0
+
+
+ACTIONS = {"install": install, "show": show, "remove": remove}
+
+
+def _user():
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def _clock(moment):
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(moment))
+

@@ -1,0 +1,108 @@
+"""One watchdog run at a time: a kernel lock on a file in the state dir.
+
+The lock is ``flock(2)`` on an open descriptor, so the kernel drops it
+when its holder exits, however it exits (``kill -9`` included): a lock
+file left behind never blocks the next run, whatever it holds.
+
+Example::
+
+    with RunLock():
+        result = check.run_check(config, history)
+"""
+
+import errno
+import fcntl
+import logging
+import os
+import time
+
+from drover.errors import LockBusy, StateError
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "watchdog.lock"
+
+
+class RunLock:
+    """An exclusive lock, taken at once or not at all (LockBusy).
+
+    ``path`` defaults to ``watchdog.lock`` in drover's state directory.
+    The file holds the holder's pid and start moment, for the message a
+    second run prints; the lock itself is the kernel's.
+    """
+
+    def __init__(self, path=None):
+        self.path = path
+        self._descriptor = None
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+    @property
+    def held(self):
+        return self._descriptor is not None
+
+    def acquire(self):
+        if self.held:
+            raise StateError(f"{self.path}: lock already held by this run")
+        if self.path is None:
+            from drover import paths
+            self.path = os.path.join(paths.ensure_state_dir(), LOCK_NAME)
+
+        # os.open makes the descriptor close-on-exec (PEP 446): a daemon
+        # started on localhost must not inherit it, or the lock would live
+        # as long as that daemon.
+        try:
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise StateError(f"cannot open the lock file {self.path}: "
+                             f"{error.strerror}") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = _read_holder(descriptor)
+            os.close(descriptor)
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise LockBusy(f"another watchdog run holds {self.path}"
+                               f"{holder}; this one did nothing") from None
+            raise StateError(f"cannot lock {self.path}: "
+                             f"{error.strerror}") from None
+
+        self._descriptor = descriptor
+        _write_holder(descriptor)
+        log.debug("locked %s", self.path)
+
+    def release(self):
+        """Drop the lock; the file stays (see below)."""
+        if not self.held:
+            return
+        # The file is not unlinked: a run that opened it a moment ago
+        # would lock the old inode while a third run creates a new file,
+        # and both would hold "the" lock.
+        os.close(self._descriptor)
+        self._descriptor = None
+        log.debug("unlocked %s", self.path)
+
+
+def _write_holder(descriptor):
+    text = f"{os.getpid()} {time.time():.0f}\n".encode("ascii")
+    try:
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, text, 0)
+    except OSError:
+        # Only the message of a second run needs this; the lock holds.
+        log.debug("cannot write the lock holder", exc_info=True)
+
+
+def _read_holder(descriptor):
+    """`` (pid 123 since 12:00:05)`` from the lock file, or ``""``."""
+    try:
+        pid, since = os.pread(descriptor, 64, 0).decode("ascii").split()
+        moment = time.strftime("%H:%M:%S", time.localtime(float(since)))
+        return f" (pid {int(pid)}, since {moment})"
+    except (OSError, ValueError):
+        return ""

@@ -1,0 +1,1 @@
+"""The launcher: start, stop, restart, status, publish, logs, exec."""

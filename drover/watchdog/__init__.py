@@ -1,0 +1,1 @@
+"""The watchdog: expected against live, reboots, respawn, alerts."""

@@ -1,0 +1,106 @@
+"""Control-host directories: XDG first, then HOME, then the password file."""
+
+import os
+import pwd
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from drover import paths
+from drover.errors import StateError
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD_HOME = Path(pwd.getpwuid(os.getuid()).pw_dir)
+
+
+def test_state_dir_follows_xdg_state_home(tmp_path):
+    environ = {"XDG_STATE_HOME": str(tmp_path), "HOME": "/nowhere"}
+
+    assert paths.state_dir(environ) == tmp_path / "drover"
+
+
+def test_state_dir_defaults_under_home():
+    environ = {"HOME": "/home/ops"}
+
+    assert paths.state_dir(environ) == Path("/home/ops/.local/state/drover")
+
+
+@pytest.mark.parametrize("value", ["", "relative/state"])
+def test_state_dir_ignores_an_empty_or_relative_xdg_value(value):
+    environ = {"XDG_STATE_HOME": value, "HOME": "/home/ops"}
+
+    assert paths.state_dir(environ) == Path("/home/ops/.local/state/drover")
+
+
+def test_without_home_the_password_entry_gives_it():
+    assert paths.home_dir({}) == PASSWORD_HOME
+    assert paths.state_dir({}) == PASSWORD_HOME / ".local/state/drover"
+    assert paths.config_dir({"HOME": ""}) == PASSWORD_HOME / ".config/drover"
+
+
+def test_a_cron_like_empty_environment_still_finds_the_state_dir():
+    # What `env -i` gives a cron job: no HOME, no XDG variables.
+    script = "from drover import paths; print(paths.state_dir())"
+
+    result = subprocess.run([sys.executable, "-c", script], env={},
+                            cwd=ROOT, capture_output=True, text=True,
+                            check=True)
+
+    assert result.stdout.strip() == str(PASSWORD_HOME / ".local/state/drover")
+
+
+def test_config_dir_follows_xdg_config_home(tmp_path):
+    assert paths.config_dir({"XDG_CONFIG_HOME": str(tmp_path)}) == (
+        tmp_path / "drover")
+    assert paths.config_dir({"HOME": "/home/ops"}) == Path(
+        "/home/ops/.config/drover")
+
+
+def test_default_environment_is_the_process_one(control_home):
+    assert paths.state_dir() == control_home / ".local/state/drover"
+    assert paths.config_dir() == control_home / ".config/drover"
+
+
+def test_ensure_state_dir_creates_it_private_whatever_the_umask(tmp_path):
+    old_umask = os.umask(0o277)
+    try:
+        path = paths.ensure_state_dir({"XDG_STATE_HOME": str(tmp_path)})
+    finally:
+        os.umask(old_umask)
+
+    assert path == tmp_path / "drover"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+
+
+def test_ensure_state_dir_creates_missing_parents(tmp_path):
+    environ = {"HOME": str(tmp_path)}
+
+    path = paths.ensure_state_dir(environ)
+
+    assert path == tmp_path / ".local" / "state" / "drover"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+
+
+def test_ensure_state_dir_leaves_an_existing_one_alone(tmp_path):
+    existing = tmp_path / "drover"
+    existing.mkdir(mode=0o750)
+    existing.chmod(0o750)
+    (existing / "history.sqlite").write_text("kept")
+
+    path = paths.ensure_state_dir({"XDG_STATE_HOME": str(tmp_path)})
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o750
+    assert (path / "history.sqlite").read_text() == "kept"
+
+
+def test_ensure_state_dir_reports_what_it_could_not_create(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+
+    with pytest.raises(StateError) as raised:
+        paths.ensure_state_dir({"XDG_STATE_HOME": str(blocker)})
+
+    assert str(blocker / "drover") in str(raised.value)
