@@ -26,6 +26,7 @@ fragment of their URL; so are apprise's own log records while it works.
 import hashlib
 import json
 import logging
+import re
 import os
 import time
 from collections import namedtuple
@@ -367,31 +368,59 @@ def _scheme_of(url):
     return scheme.lower() if separator and scheme.isalnum() else "?"
 
 
-class _Scrub(logging.Filter):
-    """Masks secrets in apprise's log records; keeps its warnings."""
+class _Collect(logging.Handler):
+    """Keeps apprise's log lines of one send, secrets masked."""
 
     def __init__(self, secrets):
-        super().__init__()
+        super().__init__(logging.DEBUG)
         self.secrets = secrets
         self.warnings = []
+        self.details = []
 
-    def filter(self, record):
-        message = redact(record.getMessage(), self.secrets)
-        record.msg, record.args = message, None
+    def emit(self, record):
+        message = " ".join(redact(record.getMessage(), self.secrets).split())
         if record.levelno >= logging.WARNING:
-            self.warnings.append(" ".join(message.split()))
-        return True
+            self.warnings.append(message)
+        elif message.startswith("Socket Exception: "):
+            self.details.append(message[len("Socket Exception: "):])
+
+    def reason(self):
+        """The most telling line: the socket error when there is one."""
+        if self.details:
+            detail = re.sub(r"^\[Errno \d+\] ", "", self.details[-1])
+            answer = re.match(r"^\((\d{3}), b?['\"](.*)['\"]\)$", detail)
+            if answer and answer.group(1) == "535":
+                return f"authentication refused ({answer.group(1)} " \
+                       f"{answer.group(2)})"
+            if answer:
+                return f"the server said {answer.group(1)} " \
+                       f"{answer.group(2)}"
+            return detail[:1].lower() + detail[1:]
+        if self.warnings:
+            return self.warnings[-1]
+        return "apprise reported a failure"
 
 
 @contextmanager
 def _apprise_log(secrets):
+    """Route apprise's log of one send to us alone.
+
+    apprise says why a send failed only in its log (the socket error at
+    debug level); drover reports that reason once, as its own line, so
+    apprise's lines are kept off the user's stderr.
+    """
     logger = logging.getLogger("apprise")
-    scrub = _Scrub(secrets)
-    logger.addFilter(scrub)
+    collect = _Collect(secrets)
+    saved = logger.level, logger.propagate
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    logger.addHandler(collect)
     try:
-        yield scrub.warnings
+        yield collect
     finally:
-        logger.removeFilter(scrub)
+        logger.removeHandler(collect)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 # -- sending -----------------------------------------------------------------
@@ -403,10 +432,7 @@ def send(target, rendered):
     """
     started = time.monotonic()
     try:
-        if target.email:
-            _send_email(target, rendered)
-        else:
-            _send_apprise(target, rendered)
+        _send_apprise(target, rendered)
     except NotifyError as error:
         log.warning("failed: report to %s (%s)", target.label, error.reason)
         raise
@@ -435,143 +461,26 @@ def _failure(target, reason):
     return error
 
 
-def _send_email(target, rendered):
-    import smtplib
-    import ssl
-
-    plugin = target.plugin
-    mode = plugin.secure_mode
-    host = plugin.smtp_host or plugin.host
-    port = plugin.port or SMTP_PORTS.get(mode, 25)
-    timeout = getattr(plugin, "socket_connect_timeout", None) \
-        or SMTP_TIMEOUT
-    message = _email_message(plugin, rendered)
-    recipients = [address for _, address in plugin.targets]
-    recipients += sorted(plugin.cc) + sorted(plugin.bcc)
-
-    context = ssl.create_default_context()
-    if not plugin.verify_certificate:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-
-    try:
-        if mode == "ssl":
-            server = smtplib.SMTP_SSL(host, port, timeout=timeout,
-                                      context=context)
-        else:
-            server = smtplib.SMTP(host, port, timeout=timeout)
-        with server:
-            if mode == "starttls":
-                server.starttls(context=context)
-            if plugin.user and plugin.password:
-                _login(server, plugin.user, plugin.password)
-            refused = server.send_message(
-                message, from_addr=plugin.from_addr[1],
-                to_addrs=recipients)
-    except (OSError, smtplib.SMTPException, UnicodeError) as error:
-        raise _failure(target, _smtp_reason(error, host, port,
-                                            timeout)) from None
-    if refused:
-        raise _failure(target, "recipients refused: "
-                       + ", ".join(sorted(refused)))
-
-
-def _login(server, user, password):
-    import base64
-    import smtplib
-
-    if (user + password).isascii():
-        server.login(user, password)
-        return
-
-    # smtplib encodes credentials as ASCII; AUTH PLAIN is UTF-8
-    # (RFC 4616, section 2), so a password such as "pässword" works.
-    server.ehlo_or_helo_if_needed()
-    token = base64.b64encode(f"\0{user}\0{password}".encode("utf-8"))
-    code, answer = server.docmd("AUTH", "PLAIN " + token.decode("ascii"))
-    if code != 235:
-        raise smtplib.SMTPAuthenticationError(code, answer)
-
-
-def _email_message(plugin, rendered):
-    from email.message import EmailMessage
-    from email.policy import SMTP
-    from email.utils import formataddr, formatdate, make_msgid
-
-    name, address = plugin.from_addr
-    # Folding at 78 columns leaves a space before the fold, and a subject
-    # mixing ASCII and encoded words comes back with a doubled space;
-    # RFC 5322 allows 998, and the subject is at most 200 characters.
-    message = EmailMessage(policy=SMTP.clone(max_line_length=998))
-    message["Subject"] = rendered.subject
-    message["From"] = formataddr((name or "drover", address))
-    message["To"] = ", ".join(formataddr((name or "", email))
-                              for name, email in plugin.targets)
-    if plugin.cc:
-        message["Cc"] = ", ".join(sorted(plugin.cc))
-    if plugin.reply_to:
-        message["Reply-To"] = ", ".join(sorted(plugin.reply_to))
-    message["Date"] = formatdate(localtime=True)
-    message["Message-ID"] = make_msgid(
-        "drover", domain=address.rpartition("@")[2] or None)
-    message["X-Mailer"] = "drover"
-
-    # The order matters: a client shows the last part it can, so the
-    # HTML comes after the text (RFC 2046, section 5.1.4).
-    message.set_content(rendered.text)
-    message.add_alternative(rendered.html, subtype="html")
-    return message
-
-
-def _smtp_reason(error, host, port, timeout):
-    import smtplib
-    import socket
-    import ssl
-
-    if isinstance(error, smtplib.SMTPAuthenticationError):
-        return f"authentication refused ({_smtp_answer(error)})"
-    if isinstance(error, smtplib.SMTPRecipientsRefused):
-        return "recipients refused: " + ", ".join(sorted(error.recipients))
-    if isinstance(error, smtplib.SMTPNotSupportedError):
-        return f"the server does not support it: {error}"
-    if isinstance(error, smtplib.SMTPResponseException):
-        return f"the server said {_smtp_answer(error)}"
-    if isinstance(error, smtplib.SMTPServerDisconnected):
-        return f"the server closed the connection ({error})"
-    if isinstance(error, ConnectionRefusedError):
-        return f"connection refused by {host}:{port}"
-    if isinstance(error, (socket.timeout, TimeoutError)):
-        return f"no answer from {host}:{port} within {timeout:g}s"
-    if isinstance(error, socket.gaierror):
-        return f"cannot resolve {host} ({error.strerror})"
-    if isinstance(error, ssl.SSLError):
-        return f"TLS failed ({error.reason or error})"
-    return f"{error.strerror or error} ({host}:{port})" \
-        if isinstance(error, OSError) else str(error)
-
-
-def _smtp_answer(error):
-    text = error.smtp_error
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return f"{error.smtp_code} {text}"
-
-
 def _send_apprise(target, rendered):
     import apprise
 
-    with _apprise_log(target.secrets) as warnings:
+    # Mail gets the HTML report; apprise adds the text part beside it
+    # (multipart/alternative). Other services get the text report.
+    if target.email:
+        body, body_format = rendered.html, apprise.NotifyFormat.HTML
+    else:
+        body, body_format = rendered.text, apprise.NotifyFormat.TEXT
+
+    with _apprise_log(target.secrets) as collect:
         try:
-            ok = target.plugin.notify(
-                body=rendered.text, title=rendered.subject,
-                body_format=apprise.NotifyFormat.TEXT)
+            ok = target.plugin.notify(body=body, title=rendered.subject,
+                                      body_format=body_format)
         except Exception as error:
             # A plugin bug must not cost the other targets their report.
-            warnings.append(f"{type(error).__name__}: {error}")
+            collect.warnings.append(f"{type(error).__name__}: {error}")
             ok = False
     if not ok:
-        raise _failure(target, warnings[-1] if warnings
-                       else "apprise reported a failure")
+        raise _failure(target, collect.reason())
 
 
 # -- the spool ---------------------------------------------------------------

@@ -77,9 +77,8 @@ class Delivery:
     """What one host was sent, and how its restart went."""
 
     sent: list = field(default_factory=list)
-    skipped: list = field(default_factory=list)
+    unchanged: list = field(default_factory=list)
     failed: dict = field(default_factory=dict)   # name -> error
-    restarted: bool = False
     instances: list = field(default_factory=list)  # plans.InstanceResult
 
     @property
@@ -198,9 +197,10 @@ def local_files(sources, remote_dir):
     """Every file of `sources` with the remote path it gets, hashed.
 
     A file goes to REMOTE_DIR/NAME; a directory to REMOTE_DIR/NAME/...
-    with its whole tree, as ``cp -r`` puts it. Symbolic links are
-    followed for files; links to directories inside a tree are skipped
-    (they could loop).
+    with its whole tree, as ``cp -r`` puts it, except that directories
+    are made only where a file goes (an empty one is left out). Links
+    to files are followed; links to directories inside a tree are
+    skipped, since they could loop.
     """
     remote_dir = remote_directory(remote_dir)
     files = {}
@@ -226,18 +226,19 @@ def publish(config, files, hosts=None, restart=None, batch=None,
     """
     targets = target_hosts(config, hosts, restart)
     settings = config.ssh
-    restart_on = None
+    restart_on, runs_it = None, ()
     if restart is not None:
         restart_on, settings = plans.restart_work(config, [restart], hosts)
-        runs_it = set(config.programs[restart].hosts)
+        runs_it = config.programs[restart].hosts
 
     def work(session):
         delivery = deliver(session, files)
+
+        # Half a set of files is no state to start a program in.
         if restart_on is not None and delivery.ok \
                 and session.host in runs_it:
             delivery.instances = plans.instance_results(
                 session.host, restart_on(session))
-            delivery.restarted = True
         return delivery
 
     size = batch if restart is not None and batch else len(targets)
@@ -284,7 +285,7 @@ def deliver(session, files):
     changed = []
     for local_file in files:
         if local_file.compare(facts.get(local_file.remote)) == SAME:
-            delivery.skipped.append(local_file.name)
+            delivery.unchanged.append(local_file.name)
         else:
             changed.append(local_file)
 
@@ -317,8 +318,9 @@ def deliver(session, files):
                         session.host, _reason(error))
             continue
         delivery.sent.append(local_file.name)
-    log.info("sent %d, skipped %d, failed %d on %s", len(delivery.sent),
-             len(delivery.skipped), len(delivery.failed), session.host)
+    log.info("published to %s (sent %d, unchanged %d, failed %d)",
+             session.host, len(delivery.sent), len(delivery.unchanged),
+             len(delivery.failed))
     return delivery
 
 
@@ -361,7 +363,7 @@ def _walk(source):
 
 
 def _hashed(path, name, remote):
-    _check_utf8(path)
+    _check_utf8(remote)
     digest = hashlib.sha256()
     try:
         # Checked before opening: opening a FIFO would wait for a writer.

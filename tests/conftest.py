@@ -85,3 +85,8 @@ def control_home(tmp_path, monkeypatch):
     monkeypatch.delenv("DROVER_CONFIG", raising=False)
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     return home
+
+
+# Real servers on loopback for the notification tests.
+from tests.smtp import smtp_server  # noqa: E402,F401
+from tests.webhook import http_server  # noqa: E402,F401

@@ -125,7 +125,7 @@ def test_a_server_down_at_first_gets_the_down_mail_next_run(
     assert not failed.ok and failed.spooled == 1
     assert failed.failed == [(
         f"mailto://alice:****@127.0.0.1:{smtp_server.port}",
-        f"connection refused by 127.0.0.1:{smtp_server.port}")]
+        f"connection refused")]
     assert mails[1][0]["Subject"] == \
         "[drover] CRITICAL: crawler.0 dead on crawl01"
     assert [delivery.ok for delivery in watchdog.deliveries[1:]] == \

@@ -6,6 +6,8 @@ people's lines; then the installed line run exactly as cron runs it,
 against the fake cluster; last, the cron daemon itself runs it.
 """
 
+import contextlib
+import fcntl
 import logging
 import os
 import shlex
@@ -35,15 +37,18 @@ ROOT = Path(__file__).resolve().parent.parent
 OTHERS = (
     b"# m h  dom mon dow   command\n"
     b'MAILTO = "ops@example.org"\n'
-    b"*/5  *  * * *   /usr/bin/backup --tag 'x  y'   # nightly-ish\n"
-    b"@reboot\t/usr/local/bin/start-things\n"
-    b'0 3 * * 1-5 echo "100\\%" > /tmp/out 2>&1\n'
+    b"*/5  *  * * *   /bin/true --tag 'x  y'   # nightly-ish\n"
+    b"@reboot\t/bin/true start-things\n"
+    b'0 3 * * 1-5 echo "100\\%" > /dev/null 2>&1\n'
     b"#0 4 * * * disabled job\n"
     b"\t\n"
     b"# \xff\xfe not UTF-8\n"
     b"15 2 * * * echo caf\xc3\xa9 # drover is great\n"
 )
 OTHERS_TEXT = OTHERS.decode("utf-8", "surrogateescape")
+
+# Taken by every test that rewrites the crontab (see crontab_turn).
+CRONTAB_LOCK = "/tmp/drover-tests-crontab.lock"
 
 # Under cron: the bare environment cron gives, from the root directory.
 CRON_ENV = {"PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"}
@@ -380,19 +385,44 @@ def set_crontab(data):
         subprocess.run(["crontab", "-"], input=data, check=True)
 
 
+@contextlib.contextmanager
+def crontab_turn(timeout=600):
+    """Hold the machine-wide lock of the tests that rewrite the crontab.
+
+    The crontab is one per user and machine: two test runs at once (two
+    engineers, or CI beside a person) would save and restore each other's
+    state.
+    """
+    descriptor = os.open(CRONTAB_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{CRONTAB_LOCK} stayed locked {timeout}s")
+                time.sleep(0.5)
+        yield
+    finally:
+        os.close(descriptor)
+
+
 @pytest.fixture
 def user_crontab():
     """The machine's crontab, saved, then holding OTHERS; put back as it
     was after the test, whatever happens."""
     if shutil.which("crontab") is None:
         pytest.skip("no crontab command (Debian: apt-get install cron)")
-    saved = crontab_bytes()
-    try:
-        set_crontab(OTHERS)
-        yield
-    finally:
-        set_crontab(saved)
-        assert crontab_bytes() == saved
+    with crontab_turn():
+        saved = crontab_bytes()
+        try:
+            set_crontab(OTHERS)
+            yield
+        finally:
+            set_crontab(saved)
+            assert crontab_bytes() == saved
 
 
 @pytest.fixture
@@ -580,6 +610,28 @@ def test_the_line_runs_under_cron_as_it_runs_by_hand(
     assert summary(loud.stdout).startswith("DROVER CRITICAL - 1 dead")
     assert "dead: host02 sleeper.1" in loud.stdout
     assert [check.status for check in history_checks()] == [2, 2, 0, 0]
+
+    shown = watchdog("cron", "show")
+    assert shown.status == entry.SHOW_OK, shown.stdout
+    assert shown.stdout.split("\n")[2].startswith("last check: ")
+    assert summary(loud.stdout) in shown.stdout
+    assert "last 4 checks took " in shown.stdout
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(
+    "runlog" not in (ROOT / "drover/watchdog/cli.py").read_text(),
+    reason="the watchdog CLI does not attach drover.cron.runlog yet")
+def test_a_quiet_run_still_logs_its_detail(user_crontab, installer,
+                                           sleepers):
+    installer("cron", "install", "-c", sleepers)
+
+    quiet = run_as_cron(crontab.installed().line)
+
+    assert (quiet.returncode, quiet.stdout) == (0, "")
+    log_file = runlog.log_path(paths.state_dir())
+    assert log_file.stat().st_mode & 0o777 == 0o600
+    assert " drover." in log_file.read_text()
 
 
 @pytest.mark.cluster

@@ -334,7 +334,7 @@ PICKY = """
     [program.picky]
     # Braces doubled: single ones are placeholders of the configuration.
     command = '''
-    grep -q good rules.txt || {{ echo "bad: $(cat rules.txt)" >&2; exit 3; }}
+    grep -q good rules.txt || {{ cat rules.txt >&2; exit 3; }}
     exec sleep 300'''
     workdir = "~/picky"
     count = 2
@@ -361,9 +361,9 @@ def test_rollout_stops_at_the_first_batch_that_fails_to_start(
     assert result.stdout.splitlines() == [
         "host01 (1): sent 1 (rules.txt), unchanged 0",
         "host01 picky.0: failed (exited with status 3)",
-        "    | bad: broken rules",
+        "    | broken rules",
         "host01 picky.1: failed (exited with status 3)",
-        "    | bad: broken rules",
+        "    | broken rules",
         "picky failed: 2 on host01",
         "rollout stopped after batch 1 of 3: picky failed to start",
         "new files on host01 (1)",
@@ -381,7 +381,7 @@ def test_rollout_stops_at_the_first_batch_that_fails_to_start(
     assert not any(host == "host01" for host, _ in now)
 
 
-# -- the whole story -----------------------------------------------------------
+# -- the whole story ----------------------------------------------------------
 
 CRAWLER = """
     [hosts]

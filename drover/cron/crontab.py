@@ -262,7 +262,8 @@ def watchdog_command(config_path, options=(), environ=os.environ,
         program, extra = watchdog_program(dict(cron_environ, **pinned))
         pinned.update(extra)
 
-    # -c after `check`: its own parser takes it there for sure.
+    # -c after `check`: argparse lets a subcommand's own default replace
+    # a -c given before the subcommand.
     config_path = os.path.abspath(os.fspath(config_path))
     argv = list(program) + ["check", "-c", config_path] + list(options)
     words = [f"{name}={shlex.quote(value)}"
@@ -272,14 +273,16 @@ def watchdog_command(config_path, options=(), environ=os.environ,
 
 
 def cron_environment(crontab_text=None, user=None):
-    """The environment cron gives a job of this user and crontab.
+    """The environment cron gives a job of this crontab; ``user`` is a
+    password entry (default: this process's user).
 
     Variable lines of the crontab (``NAME = value``) override the
     defaults, as crontab(5) says; the last one of a name wins.
     """
-    entry = pwd.getpwuid(os.getuid()) if user is None else user
-    environ = {"HOME": entry.pw_dir, "LOGNAME": entry.pw_name,
+    account = pwd.getpwuid(os.getuid()) if user is None else user
+    environ = {"HOME": account.pw_dir, "LOGNAME": account.pw_name,
                "SHELL": CRON_SHELL, "PATH": CRON_PATH}
+
     # Only the lines above drover's entry apply to it (or all, when it
     # is still to be appended).
     lines = (crontab_text or "").split("\n")
@@ -357,7 +360,7 @@ def _is_watchdog_script(path):
 
 
 def _finds_this_drover(python, source, cron_environ):
-    """Whether ``python`` run as cron would imports drover from source."""
+    """Whether ``python`` run as cron would import drover from source."""
     environ = cron_environ or cron_environment()
     probe = "import drover, os; print(os.path.dirname(drover.__path__[0]))"
     try:

@@ -14,7 +14,7 @@ import sys
 import time
 
 from drover import console, paths
-from drover.cron import crontab
+from drover.cron import crontab, runlog
 from drover.cron.crontab import human_period
 from drover.errors import CronError
 
@@ -33,9 +33,9 @@ cron show exit status:
       or no check for two periods
 
 The entry runs `watchdog check -c FILE` with absolute paths and the same
-state directory as this shell, and ends with the comment "# {crontab.MARKER}",
-by which drover finds it again. Other lines of the crontab stay as they
-are, byte for byte.
+state directory as this shell. It ends with the comment by which drover
+finds it again, "# {crontab.MARKER}". Other lines of the crontab stay
+as they are, byte for byte.
 """
 
 
@@ -137,7 +137,7 @@ def install(arguments):
         print(f"  (was: {change.previous.line})")
     state = paths.state_dir()
     print(f"every {human_period(seconds)}; history in {state}, log in "
-          f"{state / 'watchdog.log'}")
+          f"{runlog.log_path(state)}")
 
     for warning in install_warnings(config, seconds):
         print(f"warning: {warning}", file=sys.stderr)
@@ -202,7 +202,7 @@ def show(arguments):
     state = paths.state_dir(dict(crontab.cron_environment(text),
                                  **entry.environment))
     print(f"every {human_period(period) if period else 'boot'}; history in "
-          f"{state}, log in {state / 'watchdog.log'}")
+          f"{state}, log in {runlog.log_path(state)}")
 
     runs = recent_checks(state)
     for line in run_lines(runs, time.time()):

@@ -162,11 +162,11 @@ def _print_publication(publication):
 
     groups = {}
     for host, delivery in publication.deliveries.items():
-        key = (tuple(delivery.sent), len(delivery.skipped),
+        key = (tuple(delivery.sent), len(delivery.unchanged),
                tuple(sorted(delivery.failed.items())))
         groups.setdefault(key, []).append(host)
-    for (sent, skipped, failed), hosts in groups.items():
-        print(f"{fold_count(hosts)}: {_sent_summary(sent, skipped)}"
+    for (sent, unchanged, failed), hosts in groups.items():
+        print(f"{fold_count(hosts)}: {_sent_summary(sent, unchanged)}"
               + (f", failed {len(failed)}" if failed else ""))
         for name, error in failed:
             print(f"    {name}: {error}")
@@ -185,9 +185,9 @@ def _print_publication(publication):
     if publication.without_new_files:
         _print_whereabouts(publication)
 
-    if publication.unreached and not publication.problems:
-        return EXIT_UNREACHABLE
-    return EXIT_FAILED if publication.problems else EXIT_OK
+    if publication.problems:
+        return EXIT_FAILED
+    return EXIT_UNREACHABLE if publication.unreached else EXIT_OK
 
 
 def _print_whereabouts(publication):
@@ -206,12 +206,12 @@ def _print_whereabouts(publication):
             print(why.format(fold_count(hosts)))
 
 
-def _sent_summary(sent, skipped):
+def _sent_summary(sent, unchanged):
     names = ", ".join(sent[:SHOWN_NAMES])
     if len(sent) > SHOWN_NAMES:
         names += f", {len(sent) - SHOWN_NAMES} more"
     text = f"sent {len(sent)}" + (f" ({names})" if sent else "")
-    return f"{text}, unchanged {skipped}"
+    return f"{text}, unchanged {unchanged}"
 
 
 def _print_restarts(publication):

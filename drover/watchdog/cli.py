@@ -343,6 +343,9 @@ def problem_lines(result):
                 names.setdefault(item.host, []).append(
                     (item.program, item.number))
         lines += [f"{state}: {text}" for text in _folded_instances(names)]
+        if names and state == "quarantined":
+            lines.append("    (left down after too many respawns; "
+                         "`launcher start` or `watchdog release` ends it)")
 
     respawned = {}
     for item in result.instances:
@@ -364,7 +367,9 @@ def _instance_line(item):
     if item.respawn_error and item.respawn_error != item.reason:
         details.append(f"respawn failed: {item.respawn_error}")
     if item.restarts:
-        details.append(f"{item.restarts} respawns")
+        details.append(f"{item.restarts} respawn"
+                       f"{'s' if item.restarts > 1 else ''} within "
+                       "watchdog.restart_window")
     text = f"{item.state}: {item.host} {item.name}"
     return f"{text} ({'; '.join(details)})" if details else text
 
