@@ -121,8 +121,8 @@ def available():
 def _peak_kilobytes(text):
     # The format's line comes last: a failed command's "Command exited
     # with non-zero status" line precedes it.
-    lines = text.split()
-    return int(lines[-1]) if lines and lines[-1].isdigit() else 0
+    words = text.split()
+    return int(words[-1]) if words and words[-1].isdigit() else 0
 
 
 def kill_unreaped():

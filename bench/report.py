@@ -61,8 +61,9 @@ def markdown(results):
         "in brackets. Every command is timed as a whole process: wall "
         "time from fork to exit; CPU time is user + system of the "
         "process and of the children it reaped (the ssh clients of pdsh, "
-        "clush and taktuk); peak memory is the largest resident set "
-        "among them (`wait4(2)`). The fake hosts' sshd run on the same "
+        "clush and taktuk; `wait4(2)`); peak memory is the largest "
+        "resident set among them (GNU time's `%M`). The fake hosts' sshd "
+        "run on the same "
         "cores: their CPU time is not in these figures, but it is in "
         "the wall times.",
         "",

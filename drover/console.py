@@ -3,6 +3,7 @@
 Only the CLI modules import this; the library below them never prints.
 """
 
+import argparse
 import logging
 import os
 import sys
@@ -73,6 +74,58 @@ def run_main(prog, body, argv, debug_flag="--debug", error_status=None):
         print(f"{prog}: internal error: {type(error).__name__}: {error} "
               "(run again with --debug for the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def common_options(suppress=False, parser_class=argparse.ArgumentParser,
+                   verbose_help="log what is done, per host"):
+    """-c, -v and --debug, accepted before and after the subcommand.
+
+    The subcommand's copy (``suppress``) has no defaults: argparse would
+    otherwise let them overwrite a value given before the subcommand.
+    """
+    unset = {"default": argparse.SUPPRESS} if suppress else {}
+    common = parser_class(add_help=False)
+    common.add_argument("-c", "--config", metavar="FILE",
+                        help="configuration file (TOML)", **unset)
+    common.add_argument("-v", "--verbose", action="count",
+                        help=verbose_help, **(unset or {"default": 0}))
+    common.add_argument("--debug", action="store_true",
+                        help="log everything; show tracebacks", **unset)
+    return common
+
+
+def add_selection(parser):
+    """PROGRAM... and -H HOSTS: which instances a command is about."""
+    parser.add_argument("programs", nargs="*", metavar="PROGRAM",
+                        help="programs of the configuration (default: all)")
+    parser.add_argument("-H", "--hosts", action="append", metavar="HOSTS",
+                        help="only these hosts: names, ranges such as "
+                             "crawl[01-05], or group names; repeatable")
+
+
+def host_patterns(arguments):
+    """-H values as patterns; commas outside brackets separate them."""
+    from drover.hostlist import split_patterns
+    values = getattr(arguments, "hosts", None) or []
+    patterns = [pattern for value in values
+                for pattern in split_patterns(value)]
+    return patterns or None
+
+
+def whole_number(text, least=0):
+    """An argparse type: a whole number >= ``least``."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number >= {least}, got {text!r}")
+    return value
+
+
+def positive_number(text):
+    return whole_number(text, least=1)
 
 
 class Progress:

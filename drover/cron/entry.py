@@ -48,8 +48,10 @@ def add_commands(command):
     actions.required = True
 
     def action(name, help_text):
+        common = console.common_options(suppress=True,
+                                        verbose_help="log what is done")
         return actions.add_parser(
-            name, parents=[_common_options()], help=help_text,
+            name, parents=[common], help=help_text,
             description=help_text, epilog=EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter)
 
@@ -77,22 +79,6 @@ def add_commands(command):
 
     from drover.watchdog import cli
     cli.register("cron", run, config=False, history=False)
-
-
-def _common_options():
-    """-c, -v, --debug after the action too; without defaults, so that a
-    value given before the action stays."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", metavar="FILE",
-                        default=argparse.SUPPRESS,
-                        help="configuration file (TOML)")
-    common.add_argument("-v", "--verbose", action="count",
-                        default=argparse.SUPPRESS,
-                        help="log what is done")
-    common.add_argument("--debug", action="store_true",
-                        default=argparse.SUPPRESS,
-                        help="log everything; show tracebacks")
-    return common
 
 
 def _period(text):

@@ -24,28 +24,9 @@ The configuration is read from -c FILE, else $DROVER_CONFIG, else
 """
 
 
-def common_options(suppress=False):
-    """-c, -v and --debug, accepted before and after the subcommand.
-
-    The subcommand's copy has no defaults, so that it does not overwrite
-    a value given before the subcommand (an argparse subtlety).
-    """
-    default = {"default": argparse.SUPPRESS} if suppress else {}
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", metavar="FILE",
-                        help="configuration file (TOML)", **default)
-    common.add_argument("-v", "--verbose", action="count",
-                        help="log what is done, per host",
-                        **(default or {"default": 0}))
-    common.add_argument("--debug", action="store_true",
-                        help="log everything; show tracebacks", **default)
-    return common
-
-
 def build_parser():
-    common = common_options()
     parser = argparse.ArgumentParser(
-        prog=PROG, parents=[common],
+        prog=PROG, parents=[console.common_options()],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Start, stop and watch long-running daemons on many "
                     "hosts over ssh. Nothing is installed on the hosts.",
@@ -55,56 +36,38 @@ def build_parser():
 
     def command(name, help_text):
         return commands.add_parser(
-            name, parents=[common_options(suppress=True)], help=help_text, description=help_text,
+            name, parents=[console.common_options(suppress=True)],
+            help=help_text, description=help_text,
             formatter_class=argparse.RawDescriptionHelpFormatter,
             epilog=EPILOG)
 
     start = command("start", "start the instances that are not running "
                              "(running ones are left alone)")
-    _selection(start)
-    start.add_argument("-n", "--count", type=_whole_number,
+    console.add_selection(start)
+    start.add_argument("-n", "--count", type=console.whole_number,
                        help="instances per host (program.NAME.count)")
     start.add_argument("--dry-run", action="store_true",
                        help="say what would start; start nothing")
 
     stop = command("stop", "stop instances: stop_signal to the whole "
                            "process group, SIGKILL after stop_timeout")
-    _selection(stop)
+    console.add_selection(stop)
     stop.add_argument("--dry-run", action="store_true",
                       help="say what would stop; stop nothing")
 
     restart = command("restart", "stop, then start, host by host")
-    _selection(restart)
-    restart.add_argument("-n", "--count", type=_whole_number,
+    console.add_selection(restart)
+    restart.add_argument("-n", "--count", type=console.whole_number,
                          help="instances per host (program.NAME.count)")
 
     status = command("status", "what runs where, problems first")
-    _selection(status)
+    console.add_selection(status)
     status.add_argument("--json", action="store_true",
                         help="one JSON document, for scripts")
 
     from drover.launcher import files
     files.add_commands(command)
     return parser
-
-
-def _selection(parser):
-    parser.add_argument("programs", nargs="*", metavar="PROGRAM",
-                        help="programs of the configuration (default: all)")
-    parser.add_argument("-H", "--hosts", action="append", metavar="HOSTS",
-                        help="only these hosts: names, ranges such as "
-                             "crawl[01-05], or group names; repeatable")
-
-
-def _whole_number(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number >= 0, got {text!r}")
-    return value
 
 
 def main(argv=None):
@@ -119,17 +82,8 @@ def _run(argv):
     from drover import config as config_module
     path = config_module.find_config(arguments.config)
     config = config_module.load(path)
-    hosts = _host_patterns(arguments)
+    hosts = console.host_patterns(arguments)
     return HANDLERS[arguments.command](config, arguments, hosts)
-
-
-def _host_patterns(arguments):
-    """-H values as patterns; commas outside brackets separate them."""
-    from drover.hostlist import split_patterns
-    values = getattr(arguments, "hosts", None) or []
-    patterns = [pattern for value in values
-                for pattern in split_patterns(value)]
-    return patterns or None
 
 
 # -- start, stop, restart ---------------------------------------------------

@@ -45,7 +45,7 @@ def add_commands(command):
     publish.add_argument("--restart", metavar="PROGRAM",
                          help="restart PROGRAM on each host once its files "
                               "are in place")
-    publish.add_argument("--batch", type=_positive_number, metavar="N",
+    publish.add_argument("--batch", type=console.positive_number, metavar="N",
                          help="with --restart: N hosts at a time; a batch "
                               "that fails to start stops the rollout")
     publish.add_argument("--check", action="store_true",
@@ -57,10 +57,10 @@ def add_commands(command):
                            "on each host")
     logs.add_argument("program", metavar="PROGRAM")
     _hosts_option(logs, "only these hosts")
-    logs.add_argument("-i", "--instance", type=_whole_number,
+    logs.add_argument("-i", "--instance", type=console.whole_number,
                       action="append", metavar="N", dest="instances",
                       help="only instance N; repeatable")
-    logs.add_argument("-n", "--lines", type=_whole_number, default=10,
+    logs.add_argument("-n", "--lines", type=console.whole_number, default=10,
                       metavar="LINES",
                       help="lines per instance (default 10; at most the "
                            "last 1 MiB of a log is read)")
@@ -95,25 +95,6 @@ def _hosts_option(parser, help_text, required=False):
                         help=help_text + "; names, ranges such as "
                                          "crawl[01-05], group names; "
                                          "repeatable")
-
-
-def _positive_number(text):
-    value = _whole_number(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _whole_number(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number >= 0, got {text!r}")
-    return value
 
 
 def _seconds(text):

@@ -83,22 +83,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def common_options(suppress=False):
-    """-c, -v and --debug, before or after the subcommand.
-
-    The subcommand's copy has no defaults (``suppress``): argparse would
-    otherwise let them overwrite what was given before the subcommand.
-    """
-    unset = {"default": argparse.SUPPRESS} if suppress else {}
-    common = _Parser(add_help=False)
-    common.add_argument("-c", "--config", metavar="FILE",
-                        help="configuration file (TOML)", **unset)
-    common.add_argument("-v", "--verbose", action="count",
-                        help="print an OK check under cron too; with "
-                             "check, the per-host table; log what is done",
-                        **(unset or {"default": 0}))
-    common.add_argument("--debug", action="store_true",
-                        help="log everything; show tracebacks", **unset)
-    return common
+    return console.common_options(
+        suppress, parser_class=_Parser,
+        verbose_help="print an OK check under cron too; with check, the "
+                     "per-host table; log what is done")
 
 
 def build_parser():
@@ -120,7 +108,7 @@ def build_parser():
 
     check = command("check", "compare what runs with the configuration; "
                              "respawn with --respawn")
-    _selection(check)
+    console.add_selection(check)
     check.add_argument("--respawn", action=argparse.BooleanOptionalAction,
                        default=None,
                        help="start dead, lost and never-started instances "
@@ -133,9 +121,9 @@ def build_parser():
     release = command("release", "end the quarantine of instances the "
                                  "watchdog gave up on; the next check with "
                                  "--respawn starts them again")
-    _selection(release)
-    release.add_argument("-i", "--instance", action="append", type=_number,
-                         metavar="NUMBER",
+    console.add_selection(release)
+    release.add_argument("-i", "--instance", action="append",
+                         type=console.whole_number, metavar="NUMBER",
                          help="only these instance numbers; repeatable")
 
     from drover.watchdog import reporting
@@ -148,14 +136,6 @@ def build_parser():
     return parser
 
 
-def _selection(parser):
-    parser.add_argument("programs", nargs="*", metavar="PROGRAM",
-                        help="programs of the configuration (default: all)")
-    parser.add_argument("-H", "--hosts", action="append", metavar="HOSTS",
-                        help="only these hosts: names, ranges such as "
-                             "crawl[01-05], or group names; repeatable")
-
-
 def _alert_options(parser):
     parser.add_argument("--email", action="store_true",
                         help="mail a report when something changed "
@@ -163,17 +143,6 @@ def _alert_options(parser):
     parser.add_argument("--notify", action="store_true",
                         help="notify when something changed (notify.urls, "
                              "notify.config)")
-
-
-def _number(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"expected an instance number >= 0, got {text!r}")
-    return value
 
 
 def main(argv=None):
@@ -203,6 +172,7 @@ def _run(argv):
         if command.lock:
             from drover.cron.lock import RunLock
             stack.enter_context(RunLock())
+            stack.callback(_detach, _attach_run_log())
         history = None
         if command.history:
             from drover.watchdog.history import History
@@ -210,18 +180,22 @@ def _run(argv):
         return command.handler(config, arguments, history)
 
 
+def _attach_run_log():
+    """Every check's full story to the rotated watchdog.log: what cron
+    mails is short, the log says the rest (cron/runlog.py)."""
+    from drover import paths
+    from drover.cron import runlog
+    return runlog.attach(paths.ensure_state_dir())
+
+
+def _detach(handler):
+    from drover.cron import runlog
+    runlog.detach(handler)
+
+
 def _load_config(arguments):
     from drover import config as config_module
     return config_module.load(config_module.find_config(arguments.config))
-
-
-def host_patterns(arguments):
-    """-H values as patterns; commas outside brackets separate them."""
-    from drover.hostlist import split_patterns
-    values = getattr(arguments, "hosts", None) or []
-    patterns = [pattern for value in values
-                for pattern in split_patterns(value)]
-    return patterns or None
 
 
 # -- check --------------------------------------------------------------------
@@ -230,7 +204,7 @@ def _check(config, arguments, history):
     from drover.watchdog import check
 
     programs = arguments.programs or None
-    hosts = host_patterns(arguments)
+    hosts = console.host_patterns(arguments)
     config.expected(programs, hosts)  # unknown names: before any host
 
     # A target that cannot work is a configuration error, said before any
@@ -448,7 +422,7 @@ def host_table(result):
 
 def _release(config, arguments, history):
     programs = arguments.programs or None
-    hosts = set(config.hosts_for(programs, host_patterns(arguments)))
+    hosts = set(config.hosts_for(programs, console.host_patterns(arguments)))
     names = set(programs) if programs else None
     numbers = set(arguments.instance) if arguments.instance else None
 
