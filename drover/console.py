@@ -174,29 +174,3 @@ def _strip_host(message, host):
     """Drop a leading ``host:`` so equal errors of many hosts fold."""
     prefix = f"{host}: "
     return message[len(prefix):] if message.startswith(prefix) else message
-
-
-def human_bytes(count):
-    if count is None:
-        return "-"
-    for unit in ("B", "K", "M", "G", "T"):
-        if abs(count) < 1024 or unit == "T":
-            return f"{count:.0f}{unit}" if unit == "B" \
-                else f"{count:.1f}{unit}"
-        count /= 1024
-
-
-def human_duration(seconds):
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    days, seconds = divmod(seconds, 86400)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{seconds:02d}s"
-    return f"{seconds}s"

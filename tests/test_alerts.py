@@ -13,8 +13,6 @@ from drover.errors import ConfigError
 from drover.notify import Spool
 from drover.watchdog import alerts
 from tests.results import change, check, host, instance, one_dead
-from tests.smtp import smtp_server  # noqa: F401 (fixture)
-from tests.webhook import http_server  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH:UserWarning")
 
@@ -125,7 +123,7 @@ def test_a_server_down_at_first_gets_the_down_mail_next_run(
     assert not failed.ok and failed.spooled == 1
     assert failed.failed == [(
         f"mailto://alice:****@127.0.0.1:{smtp_server.port}",
-        f"connection refused")]
+        "connection refused")]
     assert mails[1][0]["Subject"] == \
         "[drover] CRITICAL: crawler.0 dead on crawl01"
     assert [delivery.ok for delivery in watchdog.deliveries[1:]] == \

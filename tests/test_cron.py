@@ -27,7 +27,6 @@ from drover.cron.crontab import Entry
 from drover.errors import CronError
 from drover.watchdog.history import CheckRow
 from tests.helpers import launcher, run_cli, wait_until, write_config
-from tests.smtp import smtp_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 

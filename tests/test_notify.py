@@ -12,8 +12,6 @@ from drover.errors import ConfigError, NotifyError
 from drover.notify import Spool, chosen_targets, email_url, mask_url, send
 from drover.templates.render import Rendered, render
 from tests.results import HOSTILE_HOST, HOSTILE_TAIL, hostile, one_dead
-from tests.smtp import smtp_server  # noqa: F401 (fixture)
-from tests.webhook import http_server  # noqa: F401 (fixture)
 
 # aiosmtpd warns of AUTH without TLS on every connection: wanted here,
 # where nothing leaves 127.0.0.1.

@@ -6,7 +6,6 @@ import pytest
 
 from tests.helpers import run_cli
 from tests.results import one_dead
-from tests.smtp import smtp_server  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH:UserWarning")
 

@@ -17,6 +17,7 @@ from drover import console, paths
 from drover.cron import crontab, runlog
 from drover.cron.crontab import human_period
 from drover.errors import CronError
+from drover.units import format_duration
 
 # Exit statuses of `cron show` (install and remove: 0, or an error).
 SHOW_OK = 0         # the entry is there, enabled, and its runs keep up
@@ -217,7 +218,7 @@ def run_lines(runs, now):
         return ["no check recorded yet"]
     last = runs[0]
     lines = [f"last check: {_clock(last.started_at)} "
-             f"({console.human_duration(now - last.started_at)} ago), took "
+             f"({format_duration(now - last.started_at)} ago), took "
              f"{last.duration:.1f}s: {last.summary}"]
     if len(runs) > 1:
         durations = [run.duration for run in runs]
@@ -244,7 +245,7 @@ def run_warnings(runs, period, now):
     since = now - runs[0].started_at
     if since > 2 * period + 60:
         warnings.append(
-            f"no check for {console.human_duration(since)}, though the "
+            f"no check for {format_duration(since)}, though the "
             f"entry runs every {human_period(period)}: is the cron daemon "
             "running?")
     return warnings

@@ -8,6 +8,7 @@ import time
 from drover import console
 from drover.console import (EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE,
                             EXIT_USAGE)
+from drover.units import format_bytes, format_duration
 
 PROG = "launcher"
 
@@ -88,40 +89,28 @@ def _run(argv):
 
 # -- start, stop, restart ---------------------------------------------------
 
-def _start(config, arguments, hosts):
-    from drover.launcher import plans
-    programs = arguments.programs or None
-    config.expected(programs, hosts)
-    progress = console.Progress(len(config.hosts_for(programs, hosts)))
-    outcome = plans.start(config, programs, hosts, arguments.count,
-                          arguments.dry_run, progress)
-    progress.finish()
-    _print_outcome(outcome, "start")
-    return _exit_status(outcome)
+def _plan(verb):
+    """The handler of ``start``, ``stop`` or ``restart``: run the plan of
+    the same name (drover.launcher.plans), print what it did."""
 
+    def handler(config, arguments, hosts):
+        from drover.launcher import plans
+        programs = arguments.programs or None
+        config.expected(programs, hosts)  # unknown names: before any host
 
-def _stop(config, arguments, hosts):
-    from drover.launcher import plans
-    programs = arguments.programs or None
-    config.expected(programs, hosts)
-    progress = console.Progress(len(config.hosts_for(programs, hosts)))
-    outcome = plans.stop(config, programs, hosts, arguments.dry_run,
-                         progress)
-    progress.finish()
-    _print_outcome(outcome, "stop")
-    return _exit_status(outcome)
+        options = {"progress": console.Progress(
+            len(config.hosts_for(programs, hosts)))}
+        if verb != "restart":
+            options["dry_run"] = arguments.dry_run
+        if verb != "stop":
+            options["count"] = arguments.count
+        outcome = getattr(plans, verb)(config, programs, hosts, **options)
+        options["progress"].finish()
 
+        _print_outcome(outcome, verb)
+        return _exit_status(outcome)
 
-def _restart(config, arguments, hosts):
-    from drover.launcher import plans
-    programs = arguments.programs or None
-    config.expected(programs, hosts)
-    progress = console.Progress(len(config.hosts_for(programs, hosts)))
-    outcome = plans.restart(config, programs, hosts, arguments.count,
-                            progress)
-    progress.finish()
-    _print_outcome(outcome, "restart")
-    return _exit_status(outcome)
+    return handler
 
 
 def _print_outcome(outcome, verb):
@@ -275,9 +264,9 @@ def status_lines(survey, now):
                                                 else " (extra)"),
             str(item.pid or "-"),
             _clock(item.started_at),
-            console.human_duration(now - item.started_at)
+            format_duration(now - item.started_at)
             if running and item.started_at else "-",
-            console.human_bytes(item.rss) if running else "-",
+            format_bytes(item.rss) if running else "-",
             f"{item.cpu:.1f}s" if running and item.cpu is not None
             else "-"))
     if len(rows) > 1:
@@ -290,9 +279,9 @@ def status_lines(survey, now):
         load = facts.get("load") or []
         host_rows.append((
             host, result.outcome, (facts.get("boot_id") or "-")[:8],
-            console.human_duration(facts.get("uptime")),
+            format_duration(facts.get("uptime")),
             f"{load[0]:.2f}" if load else "-",
-            console.human_bytes(facts.get("mem_available"))))
+            format_bytes(facts.get("mem_available"))))
     lines.append("")
     lines += _table(host_rows)
     return lines
@@ -313,9 +302,9 @@ def _table(rows):
 
 
 HANDLERS = {
-    "start": _start,
-    "stop": _stop,
-    "restart": _restart,
+    "start": _plan("start"),
+    "stop": _plan("stop"),
+    "restart": _plan("restart"),
     "status": _status,
 }
 

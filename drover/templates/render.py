@@ -40,6 +40,7 @@ from collections import namedtuple
 from pathlib import Path
 
 from drover.errors import ConfigError
+from drover.units import format_bytes, format_duration
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +283,7 @@ def host_table(hosts):
         rows.append({"state": state, "cells": [
             _clean(host.get("name")), state,
             _when(host.get("boot_time")),
-            _duration(host.get("uptime")),
+            format_duration(host.get("uptime")),
             " ".join(f"{value:.2f}" for value in load) if load else "-",
             _free(host.get("mem_available"), host.get("mem_total")),
             "; ".join(f"{_clean(disk.get('path'))} "
@@ -461,37 +462,14 @@ def _when(epoch, zone=False):
                          time.localtime(epoch))
 
 
-def _duration(seconds):
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    days, seconds = divmod(seconds, 86400)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{seconds:02d}s"
-    return f"{seconds}s"
-
-
-def _bytes(count):
-    for unit in ("B", "K", "M", "G", "T"):
-        if abs(count) < 1024 or unit == "T":
-            return f"{count:.0f}{unit}" if unit == "B" \
-                else f"{count:.1f}{unit}"
-        count /= 1024
-
-
 def _free(free, total):
     """``1.2G of 3.8G (31%)``: what is left, of how much."""
     if free is None:
         return "-"
     if not total:
-        return _bytes(free)
-    return f"{_bytes(free)} of {_bytes(total)} ({100 * free / total:.0f}%)"
+        return format_bytes(free)
+    share = 100 * free / total
+    return f"{format_bytes(free)} of {format_bytes(total)} ({share:.0f}%)"
 
 
 def aligned(table):

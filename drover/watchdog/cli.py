@@ -15,6 +15,7 @@ from typing import Callable
 
 from drover import console
 from drover.errors import DroverError, LockBusy, NotifyError
+from drover.units import format_bytes, format_duration
 
 PROG = "watchdog"
 
@@ -408,9 +409,9 @@ def host_table(result):
         counts = running.get(host.name, [0, 0])
         rows.append((
             host.name, host.state, f"{counts[0]}/{counts[1]}",
-            console.human_duration(host.uptime),
+            format_duration(host.uptime),
             f"{host.load[0]:.2f}" if host.load else "-",
-            console.human_bytes(host.mem_available)))
+            format_bytes(host.mem_available)))
     widths = [max(len(row[column]) for row in rows)
               for column in range(len(rows[0]))]
     return ["  ".join(cell.ljust(width)
