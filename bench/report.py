@@ -111,7 +111,7 @@ def ratio(series, mine, theirs):
     return statistics.median(ratios) if ratios else None
 
 
-# -- tables --------------------------------------------------------------------
+# -- tables -------------------------------------------------------------------
 
 def _series_table(all_series):
     rows = ["| command | wall s | CPU s | peak RSS MB |",
@@ -188,7 +188,7 @@ def _median(series, name):
     return found.median("wall") if found and found.samples else None
 
 
-# -- numbers -------------------------------------------------------------------
+# -- numbers ------------------------------------------------------------------
 
 def _spread(series, attribute, shown):
     return (f"{shown(series.median(attribute))} "
@@ -216,7 +216,7 @@ def _times(value):
     return "-" if value is None else f"{value:.2f}x"
 
 
-# -- facts ---------------------------------------------------------------------
+# -- facts --------------------------------------------------------------------
 
 def _cpu_model():
     try:

@@ -27,6 +27,7 @@ Ctrl-C or an error.
 
 import argparse
 import os
+import pwd
 import random
 import shutil
 import signal
@@ -225,7 +226,7 @@ def measure_rounds(contenders, options, label):
 
 
 
-# -- the processes and their environment ------------------------------------
+# -- the processes and their environment --------------------------------------
 
 class Environment:
     """Private homes for the control side, and where drover is installed.
@@ -241,6 +242,12 @@ class Environment:
                      if name not in ("SSH_AUTH_SOCK", "DROVER_CONFIG",
                                      "PYTHONDONTWRITEBYTECODE")}
         self.base["PYTHONPYCACHEPREFIX"] = str(workspace / "pycache")
+        # As a login session and cron set them. Without both, paramiko's
+        # ssh config lookup asks the password database once per Host
+        # block per host (getpass.getuser in SSHConfig._does_match).
+        user = pwd.getpwuid(os.getuid()).pw_name
+        self.base.setdefault("USER", user)
+        self.base.setdefault("LOGNAME", user)
 
     def for_home(self, name):
         """A fresh HOME with its own XDG state and config directories."""
@@ -385,7 +392,7 @@ class Herd:
                              f"{problem}")
 
 
-# -- telling success -----------------------------------------------------------
+# -- telling success ----------------------------------------------------------
 
 def _status_ok(sample):
     if sample.timed_out:
@@ -423,7 +430,7 @@ def _counts(mark, expected):
     return problem
 
 
-# -- small things --------------------------------------------------------------
+# -- small things -------------------------------------------------------------
 
 def _interrupt(number, frame):
     raise KeyboardInterrupt(signal.Signals(number).name)

@@ -9,6 +9,10 @@ on stdout (docs/internals.md, "The agent protocol"). It runs on python3
 Every path, argument and environment entry is encoded here, as UTF-8 with
 surrogateescape, before it reaches an os call: under a C locale Python 3.6
 encodes str paths as ASCII and would fail on the first non-ASCII name.
+
+No daemon runs without a record: the forked child waits at a gate until
+its record is durable, and is killed instead if the record cannot be
+written; a stop signals nothing it could not first mark stopped.
 """
 
 import collections
@@ -188,11 +192,18 @@ def write_json_atomically(path, data):
 
     temp = to_bytes(path) + b".tmp.%d" % os.getpid()
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    with os.fdopen(os.open(temp, flags, 0o600), "wb") as file:
-        file.write(json.dumps(data, ensure_ascii=True).encode("ascii"))
-        file.flush()
-        os.fsync(file.fileno())
-    os.rename(temp, to_bytes(path))
+    try:
+        with os.fdopen(os.open(temp, flags, 0o600), "wb") as file:
+            file.write(json.dumps(data, ensure_ascii=True).encode("ascii"))
+            file.flush()
+            os.fsync(file.fileno())
+        os.rename(temp, to_bytes(path))
+    except OSError:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass  # never created, or the directory refuses even that
+        raise
 
     # The rename itself is durable only once the directory is synced.
     directory_fd = os.open(directory, os.O_RDONLY)
@@ -270,6 +281,29 @@ class StateDir:
     def write(self, record):
         path = self.record_path(record["program"], record["instance"])
         write_json_atomically(path, record)
+
+    def write_error(self, record, error):
+        """Why a record could not be written, in the user's words."""
+        path = self.record_path(record["program"], record["instance"])
+        return f"{path}: {error.strerror or error}"
+
+    def check_writable(self):
+        """Create the records directory and prove a file can be made there.
+
+        Called before anything is forked: a start that could not record
+        what it starts starts nothing (RequestError names the directory).
+        The probe's name ends in .tmp.PID, so it is never read as a record.
+        """
+        directory = to_bytes(self.records)
+        probe = os.path.join(directory, b".probe.tmp.%d" % os.getpid())
+        try:
+            os.makedirs(directory, 0o700, exist_ok=True)
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                             0o600))
+            os.unlink(probe)
+        except OSError as error:
+            raise RequestError(f"cannot write records in {self.records}: "
+                               f"{error.strerror or error}") from None
 
     def all_records(self):
         """Every record of this host name, by program and instance."""
@@ -456,23 +490,31 @@ def start(request):
     settle = float(request.get("settle", DEFAULT_SETTLE))
     count = int(request.get("tail_lines", DEFAULT_TAIL_LINES))
 
-    # Every spec is checked before anything starts: a bad request
+    # Every spec and every existing record is checked, and the records
+    # directory proven writable, before anything starts: a bad request
     # starts nothing at all.
     launches = [Launch(spec, place) for spec in request.get("instances") or []]
+    place.check_writable()
+    records = [place.read(launch.program, launch.instance)
+               for launch in launches]
 
     answers = []
     started = {}
-    for launch in launches:
-        record = place.read(launch.program, launch.instance)
+    for launch, record in zip(launches, records):
         if record is not None and identify(record, boot_id)[0] == "running":
-            answers.append(answer_for(launch, "running", record["pid"]))
+            answer = answer_for(launch, "running", record["pid"])
+            answers.append(answer)
             if record.get("stopped"):
                 record["stopped"] = False
-                place.write(record)
+                try:
+                    place.write(record)
+                except OSError as error:
+                    answer["error"] = ("cannot clear its stopped mark ("
+                                       + place.write_error(record, error)
+                                       + ")")
             continue
 
-        answer, record = launch_one(launch, boot_id, place.host, count)
-        place.write(record)
+        answer, record = launch_one(launch, boot_id, place, count)
         answers.append(answer)
         if answer["result"] == "started":
             started[record["pid"]] = (answer, record)
@@ -483,9 +525,22 @@ def start(request):
         answer, record = started[pid]
         record["failure"] = exit_failure(wait_status)
         record["failure"]["stderr_tail"] = stderr_tail(record, count)
-        place.write(record)
         answer.update(record["failure"], result="failed")
+        keep_failure(place, record, answer)
     return {"instances": answers}
+
+
+def keep_failure(place, record, answer):
+    """Write a failed start's record; say so in the answer if it cannot.
+
+    Nothing runs by then, so a lost write loses only the explanation:
+    status will show the instance dead instead of failed.
+    """
+    try:
+        place.write(record)
+    except OSError as error:
+        answer["error"] += (" (not recorded: "
+                            + place.write_error(record, error) + ")")
 
 
 def answer_for(launch, result, pid, failure=None):
@@ -496,50 +551,116 @@ def answer_for(launch, result, pid, failure=None):
     return answer
 
 
-def launch_one(launch, boot_id, host, count):
-    """(answer, record) of one fork and exec."""
-    record = launch.record(boot_id, host)
-    try:
-        pid, report = spawn(launch)
-    except OSError as error:
-        pid, report = None, f"fork:{error.errno}"
+def launch_one(launch, boot_id, place, count):
+    """(answer, record) of one fork and exec; record None if none written.
 
-    # The child is ours and not reaped yet: its stat is there to read
-    # even if it has exited already.
+    The record is durable before the program runs: the child waits at its
+    gate until then. If the record cannot be written the child is killed
+    and the instance answered as failed; the program never runs.
+    """
+    record = launch.record(boot_id, place.host)
+    try:
+        child = Child(launch)
+    except OSError as error:
+        record["failure"] = {"error": launch.step_error(f"fork:{error.errno}"),
+                             "exit_status": None, "signal": None,
+                             "stderr_tail": []}
+        answer = answer_for(launch, "failed", None, record["failure"])
+        keep_failure(place, record, answer)
+        return answer, record
+
+    # The child is ours and not reaped yet: its stat is there to read.
+    try:
+        record.update(pid=child.pid, pgid=child.pid,
+                      start_ticks=read_stat(child.pid).start_ticks)
+        place.write(record)
+    except BaseException as error:
+        child.kill()
+        if not isinstance(error, OSError):
+            raise
+        failure = {"error": "not started: cannot record it ("
+                            + place.write_error(record, error) + ")",
+                   "exit_status": None, "signal": None, "stderr_tail": []}
+        return answer_for(launch, "failed", None, failure), None
+
+    report = child.release()
     if not report:
-        start_ticks = read_stat(pid).start_ticks
-        record.update(pid=pid, pgid=pid, start_ticks=start_ticks)
-        return answer_for(launch, "started", pid), record
+        return answer_for(launch, "started", child.pid), record
 
     # A step before the program ran failed: there is no exit status of
     # the program to report, only the step's error.
-    if pid is not None:
-        os.waitpid(pid, 0)
+    os.waitpid(child.pid, 0)
     record["failure"] = {"error": launch.step_error(report),
                          "exit_status": None, "signal": None,
                          "stderr_tail": stderr_tail(record, count)}
-    return answer_for(launch, "failed", None, record["failure"]), record
+    answer = answer_for(launch, "failed", None, record["failure"])
+    keep_failure(place, record, answer)
+    return answer, record
 
 
-def spawn(launch):
-    """Fork the daemon: (pid, "" or the `step:errno` of a failed step)."""
-    # Both ends are close-on-exec (PEP 446): EOF means exec succeeded.
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        become_daemon(launch, write_end)
+class Child:
+    """A forked child on its way to become the daemon, held at a gate.
 
-    # The child writes its report once, far below PIPE_BUF, so one read
-    # gets all of it (pipe(7)).
-    os.close(write_end)
-    report = os.read(read_end, 512)
-    os.close(read_end)
-    return pid, report.decode("ascii", "replace")
+    Two pipes, both close-on-exec (PEP 446): the child reports a failed
+    step on one (EOF there means exec succeeded), and waits on the other
+    before exec. Only release() lets it exec; kill(), or EOF because the
+    agent died (SIGKILL, OOM), ends it before the program ever runs.
+    """
+
+    def __init__(self, launch):
+        pipes = []
+        try:
+            pipes += os.pipe()
+            pipes += os.pipe()
+            self.pid = os.fork()
+        except BaseException:
+            for fd in pipes:
+                os.close(fd)
+            raise
+        self.reports, report_end, gate_end, self.gate = pipes
+        if self.pid == 0:
+            os.close(self.reports)
+            os.close(self.gate)
+            become_daemon(launch, report_end, gate_end)
+        os.close(report_end)
+        os.close(gate_end)
+
+    def release(self):
+        """Let the child exec: "" or the `step:errno` of a failed step."""
+        try:
+            os.write(self.gate, b"go")
+        except OSError:
+            pass  # it died at a step before the gate; its report says so
+        os.close(self.gate)
+
+        # The child writes its report once, far below PIPE_BUF, so one
+        # read gets all of it (pipe(7)).
+        report = os.read(self.reports, 512)
+        os.close(self.reports)
+        return report.decode("ascii", "replace")
+
+    def kill(self):
+        """SIGKILL the child's process group, and the child, and reap it.
+
+        It has not exec'd: nothing of the program ran. Whether or not it
+        reached setsid yet, no other group has its pid as id (kernel/pid.c),
+        so killpg can hit nothing else.
+        """
+        os.close(self.gate)
+        os.close(self.reports)
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os.waitpid(self.pid, 0)
 
 
-def become_daemon(launch, error_pipe):
-    """In the forked child: detach, redirect, exec. Never returns.
+def become_daemon(launch, error_pipe, gate):
+    """In the forked child: detach, redirect, wait at the gate, exec.
+
+    Never returns. The gate opens once the agent has recorded this child;
+    EOF there (the agent refused, or died) ends it without a report.
 
     One fork, not two: the daemon stays a session leader (sid == pid) and
     the agent stays its parent during settle, to reap an early death and
@@ -565,10 +686,14 @@ def become_daemon(launch, error_pipe):
         # Any inherited descriptor, an ssh channel's above all, would keep
         # that channel open for the daemon's whole life (CASES C01).
         step = "close"
-        close_descriptors(keep=error_pipe)
+        close_descriptors(keep=(error_pipe, gate))
 
         step = "signals"
         reset_signals()
+
+        step = "gate"
+        if os.read(gate, 2) != b"go":
+            os._exit(127)
 
         step = "exec"
         exec_in_path([to_bytes(arg) for arg in launch.argv], launch.env)
@@ -597,14 +722,14 @@ def redirect(path, flags, target):
 
 
 def close_descriptors(keep):
-    """Close every descriptor above 2 but keep.
+    """Close every descriptor above 2 but those in keep.
 
     Listing /proc/self/fd costs what is open; closerange up to
     SC_OPEN_MAX costs a syscall per possible descriptor, often 10**6.
     """
     for name in os.listdir(b"/proc/self/fd"):
         fd = int(name)
-        if fd > 2 and fd != keep:
+        if fd > 2 and fd not in keep:
             try:
                 os.close(fd)
             except OSError:
@@ -694,25 +819,40 @@ def stop(request):
                    signal_number(spec.get("signal", "TERM")),
                    float(spec.get("timeout", DEFAULT_STOP_TIMEOUT)))
                for spec in request.get("instances") or []]
+    # Every record is read before any group is signalled: an unreadable
+    # one fails the request with nothing signalled.
+    records = [place.read(program, instance)
+               for program, instance, _, _ in targets]
     processes = live_processes()
 
     answers = []
     stopping = []
-    for program, instance, number, timeout in targets:
+    for (program, instance, number, timeout), record in zip(targets,
+                                                            records):
         answer = {"program": program, "instance": instance,
                   "result": "not running", "survivors": []}
         answers.append(answer)
-        record = place.read(program, instance)
         if record is None:
             answer["error"] = "no record"
             continue
 
-        # Marked first, so a watchdog run meanwhile does not respawn it.
-        record["stopped"] = True
-        place.write(record)
+        # Marked first, so a watchdog run meanwhile does not respawn it;
+        # what cannot be marked is not signalled, for the same reason.
+        group = group_to_signal(record, boot_id, processes)
+        if not record.get("stopped"):
+            record["stopped"] = True
+            try:
+                place.write(record)
+            except OSError as error:
+                answer["result"] = "failed"
+                answer["error"] = (
+                    ("not stopped" if group is not None
+                     else "not marked stopped")
+                    + ": cannot record it ("
+                    + place.write_error(record, error) + ")")
+                continue
 
         # Stopping with KILL is killing: there is no grace to wait out.
-        group = group_to_signal(record, boot_id, processes)
         if group is not None:
             signal_group(group, number)
             if number == signal.SIGKILL:

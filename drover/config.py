@@ -267,19 +267,34 @@ def find_config(explicit=None, environ=os.environ, cwd=None):
     named = ((explicit, "--config"),
              (environ.get("DROVER_CONFIG"), "$DROVER_CONFIG"))
     for given, origin in named:
+        if given is not None and not str(given).strip() and \
+                origin == "--config":
+            raise ConfigError("--config names no file (empty)")
         if given:
             path = cwd / _expand_home(str(given), environ)
-            if not path.is_file():
-                raise ConfigError(f"no such file (named by {origin})", path)
+            if not _is_file(path, origin):
+                problem = "is a directory" if path.is_dir() \
+                    else "no such file"
+                raise ConfigError(f"{problem} (named by {origin})", path)
             return path
 
     tried = [cwd / FILE_NAME, paths.config_dir(environ) / FILE_NAME]
     for path in tried:
-        if path.is_file():
+        if _is_file(path, "the default places"):
             return path
     raise ConfigError(
         "no configuration file; tried --config (not given), "
         "$DROVER_CONFIG (not set), " + ", ".join(map(str, tried)))
+
+
+def _is_file(path, origin):
+    """Whether ``path`` is a file; a folder we may not search is an error
+    of its own, not a file that is missing."""
+    try:
+        return path.is_file()
+    except OSError as error:
+        raise ConfigError(f"cannot look for the file ({error.strerror}; "
+                          f"named by {origin})", path) from None
 
 
 def load(path):

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from drover.errors import ConfigError, DroverError
+from drover.errors import ConfigError, DroverError, HostPatternError
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,9 @@ def run_main(prog, body, argv, debug_flag="--debug", error_status=None):
         print(f"{prog}: {error.category}: {error}", file=sys.stderr)
         if error_status is not None:
             return error_status(error)
-        return EXIT_USAGE if isinstance(error, ConfigError) else \
-            getattr(error, "exit_status", EXIT_FAILED)
+        if isinstance(error, (ConfigError, HostPatternError)):
+            return EXIT_USAGE
+        return getattr(error, "exit_status", EXIT_FAILED)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -168,6 +169,15 @@ def fold_outcomes(host_results):
                                        item[0][1]))
     return [f"{fold(hosts)} ({len(hosts)}): {label}"
             for (_, label), hosts in ordered]
+
+
+def print_failed_hosts(prog, host_results):
+    """Hosts without an ok outcome, folded, on stderr: stdout holds what
+    the hosts did or said, for pipes and greps."""
+    for line in fold_outcomes({host: result
+                               for host, result in host_results.items()
+                               if not result.ok}):
+        print(f"{prog}: {line}", file=sys.stderr)
 
 
 def _strip_host(message, host):

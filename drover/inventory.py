@@ -6,6 +6,7 @@ one's process is really alive. ``compare`` puts the two side by side so
 that the launcher's status and the watchdog read the same truth.
 """
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -21,6 +22,9 @@ FAILED = "failed"          # the last start did not hold
 STOPPED = "stopped"        # stopped by a person; not expected to run
 NOT_STARTED = "not started"  # expected, but the host holds no record
 UNKNOWN = "unknown"        # the host could not be asked
+
+# The reason of a record whose program left the configuration.
+NOT_CONFIGURED = "not in the configuration"
 
 # States in which an instance that should run is down.
 DOWN = frozenset({DEAD, ZOMBIE, LOST, FAILED, NOT_STARTED})
@@ -79,16 +83,25 @@ class Survey:
         return [instance for instance in self.instances if instance.down]
 
 
-def status_request(programs, config):
-    """The agent's status request for these programs' records and paths."""
+def status_request(programs, config, every_record=False):
+    """The agent's status request for these programs' records and the
+    disks they write on.
+
+    ``every_record``: all the host's records, those of programs no longer
+    in the configuration included, so that nothing drover started runs
+    out of sight.
+    """
     paths = set()
     for program in programs:
         paths.add(program.workdir)
         for log_path in (program.stdout, program.stderr):
-            if log_path and "{" not in log_path:
-                paths.add(_remote_join(program.workdir, log_path))
-    return {"action": "status",
-            "programs": sorted(program.name for program in programs),
+            if log_path:
+                log_dir = posixpath.dirname(log_path)
+                if "{" not in log_dir:
+                    paths.add(_remote_join(program.workdir, log_dir))
+    names = None if every_record else sorted(
+        program.name for program in programs)
+    return {"action": "status", "programs": names,
             "paths": sorted(paths), "tail_lines": 10}
 
 
@@ -105,7 +118,8 @@ def survey(config, programs=None, hosts=None, deadline=None,
     expected = config.expected(programs, hosts)
     selected = [config.programs[name] for name in
                 (programs or config.programs)]
-    request = status_request(selected, config)
+    request = status_request(selected, config,
+                             every_record=programs is None)
     host_names = config.hosts_for(programs, hosts)
     by_host = {}
     for instance in expected:
@@ -122,7 +136,14 @@ def survey(config, programs=None, hosts=None, deadline=None,
 
     results = transport.fan_out(host_names, work, settings or config.ssh,
                                 deadline=deadline, progress=progress)
-    return Survey(results, compare(expected, results))
+    states = []
+    for state in compare(expected, results):
+        if state.program not in config.programs:
+            if state.state == STOPPED:
+                continue  # the past of a program that is gone
+            state.reason = NOT_CONFIGURED
+        states.append(state)
+    return Survey(results, states)
 
 
 def compare(expected, host_results):
@@ -167,6 +188,8 @@ def _from_record(key, record):
 
 
 def _remote_join(directory, path):
+    if not path:
+        return directory
     if path.startswith(("/", "~")):
         return path
     return f"{directory.rstrip('/')}/{path}"

@@ -26,13 +26,18 @@ def compressed_agent():
 
 
 def bootstrap_argv(python="python3"):
-    """The argv that runs the agent: it reads itself, then the request."""
+    """The argv that runs the agent: it reads itself, then the request.
+
+    ``-S``: the agent needs the standard library alone, and skipping the
+    ``site`` module (site-packages, .pth files) saves about a third of
+    the interpreter's start on every call (bench/RESULTS.md).
+    """
     size = len(compressed_agent())
     script = (
         "import sys,zlib;"
         f"exec(zlib.decompress(sys.stdin.buffer.read({size})))"
     )
-    return [python, "-c", script]
+    return [python, "-S", "-c", script]
 
 
 def request_bytes(request):

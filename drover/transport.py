@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from drover import payload
-from drover.errors import AgentError, CommandTimeout, TransportError
+from drover.errors import (AgentError, CommandTimeout, ConfigError,
+                           TransportError)
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,31 @@ class Session:
         pass
 
 
+# sshd's PATH for a session (the default of its build, see sshd(8),
+# "LOGIN PROCESS"); a local session gets the same.
+LOGIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+USER_LOGIN_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def login_environment(environ=os.environ):
+    """The environment of a session on this host, as sshd would make it.
+
+    A local command (and the daemons the agent starts from it) must not
+    inherit whatever the caller's shell holds: a worker started by hand
+    and the same one respawned from cron would run differently. HOME is
+    the caller's, so that a test or a user may move it on purpose.
+    """
+    import pwd
+    entry = pwd.getpwuid(os.getuid())
+    return {
+        "HOME": environ.get("HOME") or entry.pw_dir,
+        "USER": entry.pw_name,
+        "LOGNAME": entry.pw_name,
+        "SHELL": entry.pw_shell or "/bin/sh",
+        "PATH": LOGIN_PATH if os.getuid() == 0 else USER_LOGIN_PATH,
+    }
+
+
 class LocalSession(Session):
     """``localhost``: the same protocol over two pipes, no ssh."""
 
@@ -208,7 +234,8 @@ class LocalSession(Session):
         try:
             child = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, cwd=os.path.expanduser("~"))
+                stderr=subprocess.PIPE, cwd=os.path.expanduser("~"),
+                env=login_environment())
         except OSError as error:
             return CommandResult(127, b"", str(error).encode())
 
@@ -389,6 +416,36 @@ class Connector:
 
     # -- what to connect to ------------------------------------------------
 
+    def preflight(self, hosts):
+        """Read what every connection needs, once, before any host is
+        contacted: a file that cannot be read is said once, as the
+        configuration error it is, not once per host."""
+        if all(is_local(host) for host in hosts):
+            return
+        import paramiko
+
+        files = [(self.ssh_config, self.settings.config_file, "ssh.config"),
+                 (lambda: self._host_keys(str(self.settings.known_hosts)),
+                  self.settings.known_hosts, "ssh.known_hosts")]
+        if self.settings.identity_file:
+            path = str(self.settings.identity_file)
+            files.append((lambda: self._key(path), path,
+                          "ssh.identity_file"))
+        for read, path, key in files:
+            try:
+                read()
+            except OSError as error:
+                raise ConfigError(f"cannot read it ({error.strerror})",
+                                  path, key=key) from None
+            except (paramiko.SSHException, TransportError) as error:
+                raise ConfigError(str(error), path, key=key) from None
+
+    def _key(self, path):
+        with self._lock:
+            if path not in self._keys:
+                self._keys[path] = _load_key(path)
+            return self._keys[path]
+
     def ssh_config(self):
         with self._lock:
             if self._ssh_config is None:
@@ -418,7 +475,7 @@ class Connector:
         return Target(
             name=host,
             address=options.get("hostname", alias),
-            port=port or int(options.get("port", 22)),
+            port=port or _port(options.get("port", 22), alias),
             user=(self.settings.user or options.get("user")
                   or _login_name()),
             identities=identities,
@@ -443,8 +500,7 @@ class Connector:
                 if jumps:
                     sock = self._open_tunnel(jumps[-1], hop, deadline)
                 elif hop.proxy_command and not hops:
-                    import paramiko
-                    sock = paramiko.ProxyCommand(hop.proxy_command)
+                    sock = _proxy_command(hop.proxy_command)
                 else:
                     sock = None
                 client = self._connect_one(hop, deadline, sock)
@@ -551,11 +607,7 @@ class Connector:
         if not existing:
             return None, []
 
-        first = existing[0]
-        with self._lock:
-            if first not in self._keys:
-                self._keys[first] = _load_key(first)
-        return self._keys[first], existing[1:]
+        return self._key(existing[0]), existing[1:]
 
     def remember_host_key(self, target, name, key):
         """Append a newly seen key, as OpenSSH's accept-new does."""
@@ -676,7 +728,7 @@ def _tcp_connect(target, timeout):
     except socket.timeout:
         raise TransportError(
             f"no answer from {target.address}:{target.port} within "
-            f"{timeout:g}s (ssh.connect_timeout)", CONNECT_TIMEOUT) from None
+            f"{timeout:.3g}s (ssh.connect_timeout)", CONNECT_TIMEOUT) from None
     except ConnectionRefusedError:
         raise TransportError(
             f"connection refused by {target.address}:{target.port}",
@@ -721,7 +773,7 @@ def _classify(error, target, timeout):
         if isinstance(cause, (EOFError, ConnectionResetError)):
             return _BannerDropped()
         return TransportError(
-            f"no ssh banner from {where} within {timeout:g}s "
+            f"no ssh banner from {where} within {timeout:.3g}s "
             "(ssh.connect_timeout)", CONNECT_TIMEOUT)
     if isinstance(error, (socket.timeout, TimeoutError)):
         return TransportError(f"{where} stopped answering during the ssh "
@@ -756,6 +808,23 @@ def _jump_target(connector, hop):
     return target
 
 
+def _port(value, alias):
+    try:
+        return int(value)
+    except ValueError:
+        raise TransportError(f"the ssh config gives {alias} the port "
+                             f"{value!r}, not a number", ERROR) from None
+
+
+def _proxy_command(command):
+    import paramiko
+    try:
+        return paramiko.ProxyCommand(command)
+    except OSError as error:
+        raise TransportError(f"ProxyCommand {command!r} cannot run "
+                             f"({error.strerror})", ERROR) from None
+
+
 def _login_name():
     import getpass
     return getpass.getuser()
@@ -772,6 +841,7 @@ def fan_out(hosts, work, settings, deadline=None, progress=None,
     """
     hosts = list(dict.fromkeys(hosts))
     connector = connector or Connector(settings)
+    connector.preflight(hosts)
     started = time.monotonic()
     run_deadline = started + (deadline or float("inf"))
 
@@ -801,6 +871,7 @@ def fan_out(hosts, work, settings, deadline=None, progress=None,
             with done:
                 results.setdefault(host, result)
                 done.notify_all()
+            _log_result(result)
             if progress:
                 progress(result)
 
@@ -830,6 +901,14 @@ def fan_out(hosts, work, settings, deadline=None, progress=None,
                     session[0].close()
 
     return {host: results[host] for host in hosts}
+
+
+def _log_result(result):
+    if result.ok:
+        log.info("%s: ok (%.2fs)", result.host, result.elapsed)
+    else:
+        log.info("%s: %s (%s; %.2fs)", result.host, result.outcome,
+                 result.error, result.elapsed)
 
 
 def _close_overdue(active, now):

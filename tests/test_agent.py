@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -374,6 +375,142 @@ def test_awkward_characters_survive_in_argv_paths_and_env(agent, tmp_path):
                        lines=2)["instances"][0]["lines"]
     assert lines == [AWKWARD, str(workdir)]
     assert agent.status()["odd.0"]["argv"] == argv
+
+
+# --- records that cannot be written --------------------------------------
+#
+# The tests run as root, which ignores permission bits: only what fails
+# for root too is used here, a path under a regular file (ENOTDIR) and
+# the immutable attribute (EPERM, even for root).
+
+def unique_sleeper():
+    """A sleep whose argv no other process on the host has."""
+    return ["sleep", f"300.{uuid.uuid4().int % 10**12:012d}"]
+
+
+def processes_with_argv(agent, argv):
+    """Live pids running exactly argv; handed to clean_up if any."""
+    wanted = "".join(arg + "\0" for arg in argv).encode()
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as file:
+                if file.read() == wanted and alive(int(name)):
+                    found.append(int(name))
+        except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+            pass
+    agent.sessions.update(found)
+    return found
+
+
+@pytest.fixture
+def immutable():
+    """chattr +i a path, undone at teardown; skip where chattr fails."""
+    marked = []
+
+    def make(path):
+        if not shutil.which("chattr"):
+            pytest.skip("no chattr")
+        result = subprocess.run(["chattr", "+i", str(path)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"chattr +i fails here: {result.stderr.strip()}")
+        marked.append(path)
+
+    yield make
+    for path in reversed(marked):
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_unwritable_state_dir_fails_the_start_with_nothing_started(
+        agent, tmp_path):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    agent.state_dir = blocker / "state"
+    argv = unique_sleeper()
+
+    with pytest.raises(AgentError) as caught:
+        agent.start(spec("orphan", argv, 0), spec("orphan", argv, 1))
+
+    assert str(caught.value) == (f"cannot write records in {blocker}/state"
+                                 f"/instances/{HOST}: Not a directory")
+    assert processes_with_argv(agent, argv) == []
+
+
+def test_immutable_records_dir_fails_the_start_with_nothing_started(
+        agent, immutable):
+    records = agent.state_dir / "instances" / HOST
+    records.mkdir(parents=True)
+    immutable(records)
+    argv = unique_sleeper()
+
+    with pytest.raises(AgentError) as caught:
+        agent.start(spec("orphan", argv))
+
+    assert str(caught.value) == (f"cannot write records in {records}: "
+                                 f"Operation not permitted")
+    assert processes_with_argv(agent, argv) == []
+    assert os.listdir(records) == []
+    assert agent.status() == {}
+
+
+def test_record_that_cannot_be_written_after_fork_starts_nothing(
+        agent, immutable):
+    # The directory passes the check; only this one record refuses to be
+    # replaced: the write fails after the fork.
+    agent.start(spec("held", SLEEPER))
+    agent.call("stop", instances=[{"program": "held", "instance": 0}])
+    immutable(agent.record_path("held", 0))
+    held, free = unique_sleeper(), unique_sleeper()
+
+    started = agent.start(spec("held", held), spec("free", free))
+
+    item = started["held.0"]
+    assert (item["result"], item["pid"]) == ("failed", None)
+    assert item["error"] == (
+        f"not started: cannot record it ({agent.record_path('held', 0)}: "
+        f"Operation not permitted)")
+    assert processes_with_argv(agent, held) == []
+    # The other instance of the request still starts, recorded.
+    assert started["free.0"]["result"] == "started"
+    assert processes_with_argv(agent, free) == [started["free.0"]["pid"]]
+    assert agent.record("free", 0)["pid"] == started["free.0"]["pid"]
+    assert agent.record("held", 0)["stopped"] is True
+    assert sorted(os.listdir(agent.record_path("held", 0).parent)) == [
+        "free.0.json", "held.0.json"]
+    assert agent.status()["held.0"]["state"] == "stopped"
+
+
+def test_stop_that_cannot_be_recorded_signals_nothing(agent, immutable):
+    pid = agent.start(spec("pinned", SLEEPER))["pinned.0"]["pid"]
+    path = agent.record_path("pinned", 0)
+    immutable(path)
+
+    answer = agent.call("stop", instances=[
+        {"program": "pinned", "instance": 0, "timeout": 1}])
+
+    [item] = answer["instances"]
+    assert item["result"] == "failed"
+    assert item["error"] == (f"not stopped: cannot record it ({path}: "
+                             f"Operation not permitted)")
+    assert alive(pid)
+    assert agent.record("pinned", 0)["stopped"] is False
+    assert agent.status()["pinned.0"]["state"] == "running"
+
+
+def test_start_that_cannot_clear_the_stopped_mark_says_so(agent,
+                                                          immutable):
+    pid = agent.start(spec("marked", SLEEPER))["marked.0"]["pid"]
+    agent.rewrite_record("marked", 0, stopped=True)
+    path = agent.record_path("marked", 0)
+    immutable(path)
+
+    item = agent.start(spec("marked", SLEEPER))["marked.0"]
+
+    assert (item["result"], item["pid"]) == ("running", pid)
+    assert item["error"] == (f"cannot clear its stopped mark ({path}: "
+                             f"Operation not permitted)")
+    assert len(agent.leftovers()) == 1
 
 
 # --- identity ------------------------------------------------------------

@@ -8,6 +8,7 @@ import time
 from drover import console
 from drover.console import (EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE,
                             EXIT_USAGE)
+from drover.errors import ConfigError
 from drover.units import format_bytes, format_duration
 
 PROG = "launcher"
@@ -84,6 +85,9 @@ def _run(argv):
     path = config_module.find_config(arguments.config)
     config = config_module.load(path)
     hosts = console.host_patterns(arguments)
+    if not config.hosts and arguments.command != "exec":
+        raise ConfigError("no host to act on: [hosts] names none",
+                          config.path)
     return HANDLERS[arguments.command](config, arguments, hosts)
 
 
@@ -131,10 +135,7 @@ def _print_outcome(outcome, verb):
         print(f"{result}: {number} on {fold(hosts)}", file=out)
     if not outcome.instances and not outcome.unreached:
         print(f"{verb}: nothing to do", file=out)
-    for line in console.fold_outcomes(
-            {host: result for host, result in outcome.hosts.items()
-             if not result.ok}):
-        print(f"unreached {line}", file=out)
+    console.print_failed_hosts("launcher", outcome.hosts)
 
 
 def _describe_result(item):
@@ -241,7 +242,7 @@ def status_lines(survey, now):
         for item in problems:
             reason = f" ({item.reason})" if item.reason else ""
             failure = item.failure or {}
-            if failure.get("error"):
+            if failure.get("error") and failure["error"] != item.reason:
                 reason += f": {failure['error']}"
             lines.append(f"{item.host} {item.name}: {item.state}{reason}")
             for tail in item.stderr_tail[-3:]:
@@ -260,8 +261,7 @@ def status_lines(survey, now):
             continue
         running = item.state == "running"
         rows.append((
-            item.host, item.name, item.state + ("" if item.expected
-                                                else " (extra)"),
+            item.host, item.name, item.state + _extra_label(item),
             str(item.pid or "-"),
             _clock(item.started_at),
             format_duration(now - item.started_at)
@@ -285,6 +285,16 @@ def status_lines(survey, now):
     lines.append("")
     lines += _table(host_rows)
     return lines
+
+
+def _extra_label(item):
+    """Why an instance is shown that the configuration does not ask for."""
+    from drover import inventory
+    if item.expected:
+        return ""
+    if item.reason == inventory.NOT_CONFIGURED:
+        return " (not configured)"
+    return " (beyond count)"
 
 
 def _clock(moment):

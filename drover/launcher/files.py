@@ -154,10 +154,7 @@ def _print_publication(publication):
 
     if publication.restart:
         _print_restarts(publication)
-    for line in console.fold_outcomes(
-            {host: result for host, result in publication.hosts.items()
-             if not result.ok}):
-        print(f"unreached {line}")
+    console.print_failed_hosts("launcher", publication.hosts)
 
     if publication.stopped is not None:
         print(f"rollout stopped after batch {publication.stopped + 1} of "
@@ -245,10 +242,7 @@ def _print_comparison(comparison):
     reached = len(comparison.hosts) - len(comparison.unreached)
     print(f"{alike} of {len(comparison.files)} files the same on all "
           f"{reached} hosts reached")
-    for line in console.fold_outcomes(
-            {host: result for host, result in comparison.hosts.items()
-             if not result.ok}):
-        print(f"unreached {line}")
+    console.print_failed_hosts("launcher", comparison.hosts)
 
     if comparison.differs:
         return EXIT_FAILED
@@ -276,19 +270,11 @@ def _logs(config, arguments, hosts):
         where = f" ({tail.path})" if tail.path else ""
         print(f"launcher: {tail.host} {tail.name}: {tail.error}{where}",
               file=sys.stderr)
-    _print_unreached(found.hosts)
+    console.print_failed_hosts("launcher", found.hosts)
 
     if found.failed:
         return EXIT_FAILED
     return EXIT_UNREACHABLE if found.unreached else EXIT_OK
-
-
-def _print_unreached(host_results):
-    # On stderr: stdout holds what the hosts said, for pipes and greps.
-    for line in console.fold_outcomes(
-            {host: result for host, result in host_results.items()
-             if not result.ok}):
-        print(f"launcher: unreached {line}", file=sys.stderr)
 
 
 # -- exec ---------------------------------------------------------------------
@@ -320,5 +306,5 @@ def _exec(config, arguments, hosts):
         text = (answer.stdout + answer.stderr).decode("utf-8", "replace")
         if text:
             print(text, end="" if text.endswith("\n") else "\n")
-    _print_unreached(gathered.hosts)
+    console.print_failed_hosts("launcher", gathered.hosts)
     return gathered.exit_status

@@ -31,6 +31,9 @@ FAILURES = frozenset({START_FAILED, SURVIVED})
 # then checking that nothing of the group remains.
 KILL_TIMEOUT = 5.0
 
+# The stop schedule of a record whose program left the configuration.
+DEFAULT_STOP_TIMEOUT = 30.0
+
 
 @dataclass
 class InstanceResult:
@@ -125,11 +128,14 @@ def stop(config, programs=None, hosts=None, dry_run=False, progress=None):
     """Stop every recorded instance of the programs: TERM, wait, KILL."""
     selected = _programs(config, programs)
     host_names = config.hosts_for(programs, hosts)
-    longest = max((program.stop_timeout for program in selected),
-                  default=0) + KILL_TIMEOUT
+    timeouts = [program.stop_timeout for program in selected]
+    if programs is None:
+        timeouts.append(DEFAULT_STOP_TIMEOUT)
+    longest = max(timeouts) + KILL_TIMEOUT
 
     def work(session):
-        return _stop_on(session, selected, dry_run)
+        return _stop_on(session, selected, dry_run,
+                        every_record=programs is None)
 
     results = transport.fan_out(host_names, work,
                                 ssh_settings_for(config, longest),
@@ -184,19 +190,26 @@ def start_on(session, specs, settle):
     return answer["instances"]
 
 
-def _stop_on(session, programs, dry_run):
-    """Ask the host which records it holds, then stop those."""
-    names = [program.name for program in programs]
+def _stop_on(session, programs, dry_run, every_record=False):
+    """Ask the host which records it holds, then stop those.
+
+    ``every_record``: also the records of programs that are no longer in
+    the configuration, with the default schedule (TERM, 30 s, KILL).
+    """
+    names = None if every_record else [program.name for program in programs]
     answer = session.call({"action": "status", "programs": names,
                            "paths": [], "tail_lines": 0})
     by_name = {program.name: program for program in programs}
     targets = []
     for record in answer["instances"]:
-        program = by_name[record["program"]]
-        targets.append({"program": program.name,
+        program = by_name.get(record["program"])
+        if program is None and record["state"] == inventory.STOPPED:
+            continue
+        targets.append({"program": record["program"],
                         "instance": record["instance"],
-                        "signal": program.stop_signal,
-                        "timeout": program.stop_timeout,
+                        "signal": program.stop_signal if program else "TERM",
+                        "timeout": program.stop_timeout if program
+                        else DEFAULT_STOP_TIMEOUT,
                         "state": record["state"]})
     if dry_run:
         return [{"program": target["program"],
@@ -230,6 +243,9 @@ def _outcome(results):
     for host, result in results.items():
         if result.ok:
             instances += instance_results(host, result.value)
+    for item in instances:
+        log.info("%s: %s on %s%s", item.result, item.name, item.host,
+                 f" (pid {item.pid})" if item.pid else "")
     return Outcome(results, instances)
 
 
