@@ -54,6 +54,7 @@ class Agent:
         self.state_dir = root / "state"
         self.sessions = set()
         self.others = []
+        self.watched = []
 
     def call(self, action, python=sys.executable, env=None, **fields):
         """The decoded answer; AgentError when the agent refuses."""
@@ -105,8 +106,31 @@ class Agent:
         self.others.append(process)
         return process
 
+    def unique_sleeper(self):
+        """A sleep whose argv no other process has, cleaned up even if a
+        broken agent started it without answering its pid."""
+        argv = ["sleep", f"300.{uuid.uuid4().int % 10**12:012d}"]
+        self.watched.append(argv)
+        return argv
+
+    def running(self, argv):
+        """Live pids whose argv is exactly argv."""
+        wanted = "".join(arg + "\0" for arg in argv).encode()
+        found = []
+        for name in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as file:
+                    if file.read() == wanted and alive(int(name)):
+                        found.append(int(name))
+            except (FileNotFoundError, ProcessLookupError,
+                    NotADirectoryError):
+                pass
+        return found
+
     def leftovers(self):
         """{pid: state} of every process in a session this test started."""
+        for argv in self.watched:
+            self.sessions.update(self.running(argv))
         found = {}
         for name in os.listdir("/proc"):
             if name.isdigit():
@@ -383,26 +407,6 @@ def test_awkward_characters_survive_in_argv_paths_and_env(agent, tmp_path):
 # for root too is used here, a path under a regular file (ENOTDIR) and
 # the immutable attribute (EPERM, even for root).
 
-def unique_sleeper():
-    """A sleep whose argv no other process on the host has."""
-    return ["sleep", f"300.{uuid.uuid4().int % 10**12:012d}"]
-
-
-def processes_with_argv(agent, argv):
-    """Live pids running exactly argv; handed to clean_up if any."""
-    wanted = "".join(arg + "\0" for arg in argv).encode()
-    found = []
-    for name in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as file:
-                if file.read() == wanted and alive(int(name)):
-                    found.append(int(name))
-        except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
-            pass
-    agent.sessions.update(found)
-    return found
-
-
 @pytest.fixture
 def immutable():
     """chattr +i a path, undone at teardown; skip where chattr fails."""
@@ -427,14 +431,14 @@ def test_unwritable_state_dir_fails_the_start_with_nothing_started(
     blocker = tmp_path / "a file"
     blocker.write_text("")
     agent.state_dir = blocker / "state"
-    argv = unique_sleeper()
+    argv = agent.unique_sleeper()
 
     with pytest.raises(AgentError) as caught:
         agent.start(spec("orphan", argv, 0), spec("orphan", argv, 1))
 
     assert str(caught.value) == (f"cannot write records in {blocker}/state"
                                  f"/instances/{HOST}: Not a directory")
-    assert processes_with_argv(agent, argv) == []
+    assert agent.running(argv) == []
 
 
 def test_immutable_records_dir_fails_the_start_with_nothing_started(
@@ -442,14 +446,14 @@ def test_immutable_records_dir_fails_the_start_with_nothing_started(
     records = agent.state_dir / "instances" / HOST
     records.mkdir(parents=True)
     immutable(records)
-    argv = unique_sleeper()
+    argv = agent.unique_sleeper()
 
     with pytest.raises(AgentError) as caught:
         agent.start(spec("orphan", argv))
 
     assert str(caught.value) == (f"cannot write records in {records}: "
                                  f"Operation not permitted")
-    assert processes_with_argv(agent, argv) == []
+    assert agent.running(argv) == []
     assert os.listdir(records) == []
     assert agent.status() == {}
 
@@ -461,7 +465,7 @@ def test_record_that_cannot_be_written_after_fork_starts_nothing(
     agent.start(spec("held", SLEEPER))
     agent.call("stop", instances=[{"program": "held", "instance": 0}])
     immutable(agent.record_path("held", 0))
-    held, free = unique_sleeper(), unique_sleeper()
+    held, free = agent.unique_sleeper(), agent.unique_sleeper()
 
     started = agent.start(spec("held", held), spec("free", free))
 
@@ -470,10 +474,10 @@ def test_record_that_cannot_be_written_after_fork_starts_nothing(
     assert item["error"] == (
         f"not started: cannot record it ({agent.record_path('held', 0)}: "
         f"Operation not permitted)")
-    assert processes_with_argv(agent, held) == []
+    assert agent.running(held) == []
     # The other instance of the request still starts, recorded.
     assert started["free.0"]["result"] == "started"
-    assert processes_with_argv(agent, free) == [started["free.0"]["pid"]]
+    assert agent.running(free) == [started["free.0"]["pid"]]
     assert agent.record("free", 0)["pid"] == started["free.0"]["pid"]
     assert agent.record("held", 0)["stopped"] is True
     assert sorted(os.listdir(agent.record_path("held", 0).parent)) == [
