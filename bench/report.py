@@ -15,6 +15,22 @@ PEERS = ("pdsh", "pdsh, curve25519", "clush", "clush, curve25519",
 # The issue's targets, where the fleet is this large.
 TARGET_SIZE = 100
 
+READING = [
+    "- The fake hosts share the client's cores. Each drover call starts "
+    "python3 on the host (the agent: interpreter, json, compiling the "
+    "agent's source) where the peers run `cat`; on real hosts that work "
+    "runs on their own cores, in parallel, but here it adds to the "
+    "client's wall time. `ssh, 1 host` against `watchdog check, 1 host` "
+    "shows the fixed cost of one drover run.",
+    "- OpenSSH's default key exchange (sntrup761x25519 in OpenSSH 9.x) "
+    "costs its client far more CPU than curve25519: compare the CPU "
+    "columns of pdsh and clush with and without it. paramiko never "
+    "offers sntrup761; against this sshd it settles on curve25519.",
+    "- The machine may be busy with other work: the load averages above "
+    "say how much. The ratios compare commands of the same round, which "
+    "keeps them steadier than the times themselves.",
+]
+
 
 @dataclass
 class Results:
@@ -97,6 +113,7 @@ def markdown(results):
 
     lines += ["", "## Targets (issue 7)", ""]
     lines += _targets(results)
+    lines += ["", "## Reading the figures", ""] + READING
     return "\n".join(lines) + "\n"
 
 

@@ -44,7 +44,9 @@ sys.path[:0] = [str(ROOT), str(BENCH_DIR)]
 
 import measure  # noqa: E402
 import report  # noqa: E402
-from tests.cluster import FakeCluster, unavailable_reason  # noqa: E402
+from drover.config import SshSettings  # noqa: E402
+from tests.cluster import (ClusterError, FakeCluster,  # noqa: E402
+                           unavailable_reason)
 
 INSTANCES = 8             # per host, as the issue asks
 MANY_INSTANCES = 200      # on one host, for `launcher start`
@@ -124,7 +126,7 @@ def main(argv=None):
         print("bench: interrupted; hosts closed, processes killed",
               file=sys.stderr)
         return 130
-    except BenchError as error:
+    except (BenchError, ClusterError) as error:
         print(f"bench: {error}", file=sys.stderr)
         return 1
     finally:
@@ -149,7 +151,7 @@ def parse_arguments(argv):
                         help="cluster sizes (default: 10,50,100)")
     parser.add_argument("--runs", type=_positive, default=5,
                         help="timed runs of each command (default: 5)")
-    parser.add_argument("--warmup", type=int, default=1,
+    parser.add_argument("--warmup", type=_whole, default=1,
                         help="untimed rounds first (default: 1)")
     parser.add_argument("--parallel", type=_positive,
                         help="drover's ssh.parallel (default: drover's "
@@ -187,6 +189,8 @@ def run_benchmark(options, workspace):
                     herd.single_host_contenders(), options, "1 host")
         _say(f"N={size}: done in {time.monotonic() - began:.0f}s")
     results.facts["load after"] = report.load_average()
+    results.facts["drover ssh.parallel"] = str(
+        options.parallel or f"{SshSettings().parallel} (its default)")
     return results
 
 
@@ -242,6 +246,10 @@ class Environment:
                      if name not in ("SSH_AUTH_SOCK", "DROVER_CONFIG",
                                      "PYTHONDONTWRITEBYTECODE")}
         self.base["PYTHONPYCACHEPREFIX"] = str(workspace / "pycache")
+        # This tree's drover, even where another copy is installed.
+        self.base["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT)] + ([os.environ["PYTHONPATH"]]
+                           if os.environ.get("PYTHONPATH") else []))
         # As a login session and cron set them. Without both, paramiko's
         # ssh config lookup asks the password database once per Host
         # block per host (getpass.getuser in SSHConfig._does_match).
@@ -452,13 +460,21 @@ def _sizes(text):
 
 
 def _positive(text):
+    return _at_least(text, 1)
+
+
+def _whole(text):
+    return _at_least(text, 0)
+
+
+def _at_least(text, low):
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
+        value = low - 1
+    if value < low:
         raise argparse.ArgumentTypeError(
-            f"expected a whole number >= 1, got {text!r}")
+            f"expected a whole number >= {low}, got {text!r}")
     return value
 
 

@@ -161,7 +161,7 @@ def fold_outcomes(host_results):
     groups = {}
     for host, result in host_results.items():
         label = result.outcome if result.ok or not result.error \
-            else f"{result.outcome}: {_strip_host(result.error, host)}"
+            else f"{result.outcome}: {result.message}"
         groups.setdefault((result.ok, label), []).append(host)
 
     ordered = sorted(groups.items(),
@@ -178,9 +178,3 @@ def print_failed_hosts(prog, host_results):
                                for host, result in host_results.items()
                                if not result.ok}):
         print(f"{prog}: {line}", file=sys.stderr)
-
-
-def _strip_host(message, host):
-    """Drop a leading ``host:`` so equal errors of many hosts fold."""
-    prefix = f"{host}: "
-    return message[len(prefix):] if message.startswith(prefix) else message

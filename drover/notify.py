@@ -54,6 +54,7 @@ SMTP_TIMEOUT = 15.0
 SPOOL_REPORTS = 100
 SPOOL_BYTES = 20 * 1024 * 1024
 SPOOL_AGE = 7 * 86400
+SPOOL_NAME = "spool"
 
 
 @dataclass(frozen=True)
@@ -613,7 +614,8 @@ def _created_at(path):
         return 0.0
 
 
-def default_spool():
-    """The spool in the control host's state directory."""
+def default_spool(config_path):
+    """The spool in the state directory of the configuration file
+    ``config_path`` on the control host (created 0700 if missing)."""
     from drover import paths
-    return Spool(paths.state_dir() / "spool")
+    return Spool(paths.ensure_config_state_dir(config_path) / SPOOL_NAME)

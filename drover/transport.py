@@ -97,6 +97,14 @@ class HostResult:
         return self.outcome == OK
 
     @property
+    def message(self):
+        """The error without a leading ``host:``, so that equal errors of
+        many hosts read (and fold) alike."""
+        error = self.error or ""
+        prefix = f"{self.host}: "
+        return error[len(prefix):] if error.startswith(prefix) else error
+
+    @property
     def reached(self):
         return self.outcome not in NOT_REACHED
 
@@ -896,6 +904,7 @@ def fan_out(hosts, work, settings, deadline=None, progress=None,
                     host, TIMED_OUT, error="still pending when the run's "
                     f"deadline passed ({deadline or 0:g}s)",
                     elapsed=time.monotonic() - started)
+                _log_result(results[host])
                 session = active.pop(host, None)
                 if session is not None:
                     session[0].close()
@@ -904,11 +913,13 @@ def fan_out(hosts, work, settings, deadline=None, progress=None,
 
 
 def _log_result(result):
+    """``host01: ok (0.21s)``, or the outcome and error: what -v shows,
+    and what the watchdog's run log keeps of every host."""
     if result.ok:
         log.info("%s: ok (%.2fs)", result.host, result.elapsed)
     else:
-        log.info("%s: %s (%s; %.2fs)", result.host, result.outcome,
-                 result.error, result.elapsed)
+        log.info("%s: %s: %s (%.2fs)", result.host, result.outcome,
+                 result.message, result.elapsed)
 
 
 def _close_overdue(active, now):

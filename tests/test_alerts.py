@@ -131,6 +131,33 @@ def test_a_server_down_at_first_gets_the_down_mail_next_run(
     assert watchdog.deliveries[-1].spooled == 0
 
 
+def test_every_delivery_is_logged_for_the_run_log(smtp_server, tmp_path,
+                                                 caplog):
+    caplog.set_level(logging.INFO, logger="drover")
+    watchdog = Watchdog(smtp_server, tmp_path)
+    label = f"mailto://alice:****@127.0.0.1:{smtp_server.port}"
+    smtp_server.stop()
+
+    watchdog.run(dead_run(1), T0)
+    smtp_server.start()
+    watchdog.run(dead_run(2), T0 + 300)
+    watchdog.run(dead_run(3), T0 + 600)
+
+    said = [record.getMessage() for record in caplog.records
+            if record.name.startswith("drover.")]
+    expected = [
+        f"failed: report to {label} (connection refused)",
+        f"spooled: change report to {label} (sent with a later run)",
+        "waiting: 1 unsent reports in the spool (",
+        f"sent: report to {label} (",
+        f"not sent: report to {label} (nothing new to tell)",
+        f"not sent: report to {label} (nothing new to tell)"]
+    assert len(said) == len(expected), said
+    for line, start in zip(said, expected):
+        assert line.startswith(start), line
+    assert PASSWORD not in caplog.text
+
+
 def test_a_long_outage_sends_one_down_mail_when_it_ends(
         smtp_server, tmp_path):
     watchdog = Watchdog(smtp_server, tmp_path)

@@ -8,6 +8,7 @@ against the fake cluster; last, the cron daemon itself runs it.
 
 import contextlib
 import fcntl
+import io
 import logging
 import os
 import shlex
@@ -131,14 +132,16 @@ def test_the_period_of_a_schedule_is_its_shortest_gap(schedule, seconds):
 
 # -- the crontab as text ------------------------------------------------------
 
-def drovers(command="/x/watchdog check -c /etc/drover.toml"):
-    return Entry("*/5 * * * *", command)
+def drovers(command="/x/watchdog check -c /etc/drover.toml",
+            id="drover-0000000a"):
+    return Entry("*/5 * * * *", command, id=id)
 
 
 def test_install_appends_one_line_and_keeps_every_other_byte():
     text = crontab.with_entry(OTHERS_TEXT, drovers())
 
     assert text == OTHERS_TEXT + drovers().line + "\n"
+    assert drovers().line.endswith(" # drover:watchdog:drover-0000000a")
     assert crontab.with_entry(None, drovers()) == drovers().line + "\n"
 
 
@@ -154,11 +157,43 @@ def test_install_again_updates_in_place_and_drops_copies():
     assert text == "\n".join(expected)
 
 
+def test_each_configuration_has_its_own_entry():
+    first, second = drovers("first"), drovers("second", "other-0000000b")
+    both = crontab.with_entry(crontab.with_entry(OTHERS_TEXT, first),
+                              second)
+
+    updated = crontab.with_entry(both, drovers("first again"))
+
+    assert both == OTHERS_TEXT + first.line + "\n" + second.line + "\n"
+    assert updated == both.replace(first.line, drovers("first again").line)
+    assert crontab.without_entry(both, first.id) == \
+        OTHERS_TEXT + second.line + "\n"
+    assert [item.owner for _, item in crontab.find_entries(both)] == \
+        [first.id, second.id]
+    assert crontab.find_entries(both, second.id) == [(10, second)]
+
+
+def test_a_line_of_an_older_drover_belongs_to_the_file_it_checks():
+    config = "/etc/drover/prod.toml"
+    old = f"*/5 * * * * /x/watchdog check -c {config} # drover:watchdog"
+    text = OTHERS_TEXT + old + "\n"
+    mine = drovers(f"/x/watchdog check -c {config}",
+                   paths.config_id(config))
+
+    (index, found), = crontab.find_entries(text)
+
+    assert (found.id, found.owner) == (None, mine.id)
+    assert crontab.with_entry(text, mine) == OTHERS_TEXT + mine.line + "\n"
+    assert crontab.without_entry(text, paths.config_id("/x.toml")) == text
+    assert crontab.without_entry(text, mine.id) == OTHERS_TEXT
+
+
 def test_remove_gives_back_the_text_byte_for_byte():
     text = crontab.with_entry(OTHERS_TEXT, drovers())
 
-    assert crontab.without_entry(text) == OTHERS_TEXT
-    assert crontab.without_entry(drovers().line + "\n") == ""
+    assert crontab.without_entry(text, drovers().id) == OTHERS_TEXT
+    assert crontab.without_entry(drovers().line + "\n",
+                                 drovers().id) == ""
 
 
 def test_a_commented_out_entry_is_still_drovers():
@@ -166,12 +201,15 @@ def test_a_commented_out_entry_is_still_drovers():
 
     assert [(index, item.enabled) for index, item in found] == [(0, False)]
     assert found[0][1].command == drovers().command
+    assert found[0][1].id == drovers().id
 
 
 def test_lines_that_only_mention_the_marker_are_not_drovers():
     text = ("# see below # drover:watchdog\n"
             "0 1 * * * echo drover:watchdog\n"
             "0 1 * * * echo x #drover:watchdog-old\n"
+            "0 1 * * * echo x # drover:watchdog:a b\n"
+            "0 1 * * * echo x # drover:watchdog:\n"
             "NAME=x # drover:watchdog\n")
 
     assert crontab.find_entries(text) == []
@@ -292,38 +330,69 @@ def test_the_command_holds_absolute_paths_only(tmp_path, monkeypatch):
 
 @pytest.fixture
 def attached(tmp_path):
+    """The run log attached the way the CLI does it: after a console
+    set up as console.setup_logging sets it (handler without a level,
+    root logger at WARNING)."""
     root = logging.getLogger()
     saved = root.level, list(root.handlers)
-    console = logging.StreamHandler(open(os.devnull, "w"))
+    console = logging.StreamHandler(io.StringIO())
     root.handlers[:] = [console]
     root.setLevel(logging.WARNING)
     handler = runlog.attach(tmp_path)
     yield handler, console
     runlog.detach(handler)
-    console.stream.close()
     root.setLevel(saved[0])
     root.handlers[:] = saved[1]
 
 
-def test_the_log_keeps_drovers_detail_in_a_private_file(attached,
-                                                        tmp_path):
+def test_the_log_keeps_drovers_story_in_a_private_file(attached, tmp_path):
+    logging.getLogger("drover.watchdog.check").info("host01: ok (0.21s)")
     logging.getLogger("drover.watchdog.check").debug("asked %s", "host01")
     logging.getLogger("apprise").debug("https://user:secret@example.org")
-    logging.getLogger("apprise").info("sent a notification")
+    logging.getLogger("apprise").warning("apprise is unhappy")
 
     path = runlog.log_path(tmp_path)
     text = path.read_text()
-    assert "drover.watchdog.check: asked host01" in text
+    assert " INFO drover.watchdog.check: host01: ok (0.21s)\n" in text
+    assert "asked host01" not in text
     assert "secret" not in text
-    assert "sent a notification" in text
+    assert "apprise is unhappy" in text
     assert path.stat().st_mode & 0o777 == 0o600
 
 
 def test_the_console_keeps_its_level(attached):
     handler, console = attached
 
+    logging.getLogger("drover.watchdog.check").info("host01: ok (0.21s)")
+    logging.getLogger("drover.watchdog.check").warning("low disk")
+
     assert console.level == logging.WARNING
+    assert console.stream.getvalue() == "low disk\n"
     assert runlog.attach(handler.baseFilename.rsplit("/", 1)[0]) is handler
+
+
+def test_detach_puts_drovers_level_back(tmp_path):
+    drover = logging.getLogger("drover")
+    assert drover.level == logging.NOTSET
+
+    handler = runlog.attach(tmp_path)
+    lowered = drover.level
+    runlog.detach(handler)
+
+    assert (lowered, drover.level) == (logging.INFO, logging.NOTSET)
+
+
+def test_the_command_line_is_logged_without_secrets():
+    line = runlog.command_line([
+        "watchdog", "-c", "/etc/conf %40/d.toml", "report",
+        "--to=mailtos://ops:s3cret@smtp.example.org:587/?pass=s3cret",
+        "slack://T000/B000/XXXXsecret", "-o", "-"])
+
+    assert "secret" not in line
+    assert shlex.split(line) == [
+        "watchdog", "-c", "/etc/conf %40/d.toml", "report",
+        "--to=mailtos://ops:****@smtp.example.org:587", "slack://****",
+        "-o", "-"]
 
 
 def test_the_log_stays_bounded(tmp_path):
@@ -454,8 +523,8 @@ def test_install_show_remove_leave_other_lines_byte_for_byte(
     after_again = crontab_bytes()
     changed = installer("cron", "install", "-c", config, "--every", "15m")
     after_change = crontab_bytes()
-    shown = installer("cron", "show")
-    removed = installer("cron", "remove")
+    shown = installer("cron", "show", "-c", config)
+    removed = installer("cron", "remove", "-c", config)
 
     assert (added.status, again.status, changed.status) == (0, 0, 0)
     assert added.stdout.startswith("added to the crontab of ")
@@ -466,12 +535,13 @@ def test_install_show_remove_leave_other_lines_byte_for_byte(
     assert new_line.startswith("*/15 * * * * ")
     assert after_change == OTHERS + new_line.encode() + b"\n"
 
+    assert new_line.endswith(f" # drover:watchdog:{paths.config_id(config)}")
+    state = paths.config_state_dir(config)
     assert shown.status == entry.SHOW_OK, shown.stdout
-    assert shown.stdout.split("\n")[:3] == [
+    assert shown.stdout.split("\n") == [
         new_line,
-        f"every 15m; history in {paths.state_dir()}, log in "
-        f"{paths.state_dir() / 'watchdog.log'}",
-        "no check recorded yet"]
+        f"every 15m; history in {state}, log in {state / 'watchdog.log'}",
+        "no check recorded yet", ""]
     assert removed.status == 0
     assert crontab_bytes() == OTHERS
 
@@ -515,11 +585,78 @@ def test_a_broken_config_is_refused_and_the_crontab_untouched(
     assert crontab_bytes() == OTHERS
 
 
-def test_remove_without_an_entry_changes_nothing(user_crontab, installer):
-    result = installer("cron", "remove")
+def test_remove_without_an_entry_changes_nothing(user_crontab, installer,
+                                                tmp_path):
+    result = installer("cron", "remove", "-c", minimal_config(tmp_path))
 
     assert result.status == 0
     assert "nothing removed" in result.stdout
+    assert crontab_bytes() == OTHERS
+
+
+def test_each_configuration_has_its_own_entry_in_the_crontab(
+        user_crontab, installer, tmp_path, monkeypatch):
+    first = minimal_config(tmp_path / "first")
+    second = minimal_config(tmp_path / "second")
+    # Found as the usual lookup finds it: -c, $DROVER_CONFIG, ./drover.toml.
+    installer("cron", "install", "-c", first)
+    monkeypatch.setenv("DROVER_CONFIG", str(second))
+    installer("cron", "install", "--every", "15m")
+    both = crontab_bytes()
+    monkeypatch.delenv("DROVER_CONFIG")
+    monkeypatch.chdir(first.parent)
+    again = installer("cron", "install", "--every", "10m")
+    after = crontab_bytes()
+    shown = installer("cron", "show")
+    removed = installer("cron", "remove", "-c", second)
+
+    first_line, second_line = both[len(OTHERS):].decode().splitlines()
+    assert first_line.endswith(f"# drover:watchdog:{paths.config_id(first)}")
+    assert second_line.startswith("*/15 * * * * ")
+    assert second_line.endswith(
+        f"# drover:watchdog:{paths.config_id(second)}")
+    assert again.stdout.startswith("updated in the crontab of ")
+    new_line = again.stdout.split("\n")[1].strip()
+    assert new_line.startswith("*/10 * * * * ")
+    assert after == OTHERS + f"{new_line}\n{second_line}\n".encode()
+
+    assert shown.stdout.split("\n")[0] == new_line
+    assert shown.stdout.split("\n")[-3:] == [
+        "other drover entries:",
+        f"  {paths.config_id(second)}: */15 * * * * -c {second}", ""]
+    assert removed.status == 0
+    assert crontab_bytes() == OTHERS + f"{new_line}\n".encode()
+
+
+def test_an_older_drovers_entry_is_updated_in_place(user_crontab, installer,
+                                                    tmp_path):
+    config = minimal_config(tmp_path)
+    older = (f"*/5 * * * * {sys.argv[0]} check -c {config} "
+             "# drover:watchdog\n").encode()
+    cut = OTHERS.index(b"*/5  *")   # after the MAILTO line
+    set_crontab(OTHERS[:cut] + older + OTHERS[cut:])
+
+    installed = installer("cron", "install", "-c", config)
+
+    line = installed.stdout.split("\n")[1].strip()
+    assert installed.stdout.startswith("updated in the crontab of ")
+    assert line.endswith(f" # drover:watchdog:{paths.config_id(config)}")
+    assert crontab_bytes() == OTHERS[:cut] + line.encode() + b"\n" + \
+        OTHERS[cut:]
+
+
+def test_the_entry_of_a_configuration_gone_can_be_shown_and_removed(
+        user_crontab, installer, tmp_path):
+    config = minimal_config(tmp_path / "gone")
+    installer("cron", "install", "-c", config)
+    line = crontab.installed(paths.config_id(config)).line
+    config.unlink()
+
+    shown = installer("cron", "show", "-c", config)
+    removed = installer("cron", "remove", "-c", config)
+
+    assert shown.stdout.split("\n")[0] == line
+    assert removed.status == 0, removed.stderr
     assert crontab_bytes() == OTHERS
 
 
@@ -577,9 +714,10 @@ def kill_one(cluster, config, host="host02", name="sleeper.1"):
     return pid
 
 
-def history_checks():
-    """The checks in the history of this test's state, newest first."""
-    return entry.recent_checks(paths.state_dir())
+def history_checks(config):
+    """The checks in the history of this test's state for ``config``,
+    newest first."""
+    return entry.recent_checks(paths.config_state_dir(config))
 
 
 def summary(text):
@@ -598,7 +736,7 @@ def test_the_line_runs_under_cron_as_it_runs_by_hand(
 
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
     assert by_hand.status == 0, by_hand.stdout + by_hand.stderr
-    assert [check.status for check in history_checks()] == [0, 0]
+    assert [check.status for check in history_checks(sleepers)] == [0, 0]
 
     kill_one(cluster, sleepers)
     loud = run_as_cron(line)
@@ -608,9 +746,10 @@ def test_the_line_runs_under_cron_as_it_runs_by_hand(
     assert summary(loud.stdout) == summary(by_hand.stdout)
     assert summary(loud.stdout).startswith("DROVER CRITICAL - 1 dead")
     assert "dead: host02 sleeper.1" in loud.stdout
-    assert [check.status for check in history_checks()] == [2, 2, 0, 0]
+    assert [check.status for check in history_checks(sleepers)] == \
+        [2, 2, 0, 0]
 
-    shown = watchdog("cron", "show")
+    shown = watchdog("cron", "show", "-c", sleepers)
     assert shown.status == entry.SHOW_OK, shown.stdout
     assert shown.stdout.split("\n")[2].startswith("last check: ")
     assert summary(loud.stdout) in shown.stdout
@@ -618,19 +757,23 @@ def test_the_line_runs_under_cron_as_it_runs_by_hand(
 
 
 @pytest.mark.cluster
-@pytest.mark.skipif(
-    "runlog" not in (ROOT / "drover/watchdog/cli.py").read_text(),
-    reason="the watchdog CLI does not attach drover.cron.runlog yet")
-def test_a_quiet_run_still_logs_its_detail(user_crontab, installer,
-                                           sleepers):
+def test_a_quiet_run_still_logs_its_story(user_crontab, installer,
+                                          sleepers):
     installer("cron", "install", "-c", sleepers)
 
     quiet = run_as_cron(crontab.installed().line)
 
-    assert (quiet.returncode, quiet.stdout) == (0, "")
-    log_file = runlog.log_path(paths.state_dir())
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    log_file = runlog.log_path(paths.config_state_dir(sleepers))
     assert log_file.stat().st_mode & 0o777 == 0o600
-    assert " drover." in log_file.read_text()
+    lines = log_file.read_text().splitlines()
+    assert f"INFO drover.cron.runlog: run: watchdog check -c " \
+           f"'{sleepers}'" in lines[0]
+    for host in ("host01", "host02"):
+        assert any(f": {host}: ok (" in line for line in lines), host
+    assert any("DROVER OK - 4 running on 2 hosts | " in line
+               for line in lines)
+    assert "INFO drover.cron.runlog: done: exit status 0 in " in lines[-1]
 
 
 @pytest.mark.cluster
@@ -699,8 +842,9 @@ def test_the_cron_daemon_runs_the_entry_and_respawns(
     killed = kill_one(cluster, sleepers)
 
     timeout = cron_daemon()
-    checks = wait_until(history_checks, timeout=timeout, interval=2)
-    remove = watchdog("cron", "remove")
+    checks = wait_until(lambda: history_checks(sleepers), timeout=timeout,
+                        interval=2)
+    remove = watchdog("cron", "remove", "-c", sleepers)
 
     assert checks, f"the cron daemon ran no check within {timeout} s"
     assert remove.status == 0

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from drover import paths
 from drover.errors import StateError
 from drover.watchdog import history as history_module
 from drover.watchdog.history import (History, HostMemory, InstanceMemory,
@@ -40,11 +41,28 @@ def test_a_new_history_is_private_and_current(history, path):
     assert history.snapshot().last_check is None
 
 
-def test_default_path_is_in_the_state_directory(control_home):
-    with History.open() as opened:
-        expected = control_home / ".local/state/drover/history.sqlite3"
+def test_default_path_is_in_the_configurations_state_directory(
+        control_home, tmp_path):
+    config = tmp_path / "prod.toml"
+    with History.open(config_path=config) as opened:
+        expected = (control_home / ".local/state/drover" /
+                    paths.config_id(config) / "history.sqlite3")
         assert opened.path == str(expected)
+    assert expected.parent.name.startswith("prod-")
     assert stat.S_IMODE(os.stat(expected.parent).st_mode) == 0o700
+
+
+def test_two_configurations_never_share_a_history(control_home, tmp_path):
+    first, second = tmp_path / "a" / "drover.toml", tmp_path / "drover.toml"
+    with History.open(config_path=first) as history:
+        history.set_meta("who", "first")
+    with History.open(config_path=second) as history:
+        assert history.get_meta("who") is None
+
+
+def test_a_history_needs_a_path_or_a_configuration():
+    with pytest.raises(TypeError, match="config_path"):
+        History.open()
 
 
 def test_meta_keeps_json_values(history):

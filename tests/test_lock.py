@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from drover import paths
 from drover.cron.lock import RunLock
 from drover.errors import LockBusy
 
@@ -75,8 +76,25 @@ def test_children_of_the_holder_do_not_inherit_the_lock(lock_path):
         child.wait()
 
 
-def test_the_default_lock_lives_in_the_state_directory(control_home):
-    with RunLock() as lock:
-        expected = control_home / ".local/state/drover/watchdog.lock"
+def test_the_default_lock_lives_in_the_configurations_state_directory(
+        control_home, tmp_path):
+    config = tmp_path / "drover.toml"
+    with RunLock(config_path=config) as lock:
+        expected = (control_home / ".local/state/drover" /
+                    paths.config_id(config) / "watchdog.lock")
         assert lock.path == str(expected)
         assert stat.S_IMODE(os.stat(expected).st_mode) == 0o600
+
+
+def test_two_configurations_lock_apart(control_home, tmp_path):
+    first, second = tmp_path / "a.toml", tmp_path / "b" / "a.toml"
+    child = hold_in_child(str(paths.ensure_config_state_dir(first) /
+                              "watchdog.lock"))
+    try:
+        with pytest.raises(LockBusy):
+            RunLock(config_path=first).acquire()
+        with RunLock(config_path=second) as lock:
+            assert lock.held
+    finally:
+        child.kill()
+        child.wait()

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from drover import notify
+from drover import notify, paths
 from drover.errors import ConfigError, NotifyError
 from drover.notify import Spool, chosen_targets, email_url, mask_url, send
 from drover.templates.render import Rendered, render
@@ -389,7 +389,13 @@ def test_an_unreadable_spooled_report_is_dropped_not_fatal(tmp_path):
     assert spool.size()[0] == 1
 
 
-def test_the_default_spool_is_in_the_state_directory(monkeypatch, tmp_path):
+def test_the_default_spool_is_in_the_configurations_state_directory(
+        monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    config = tmp_path / "etc" / "drover.toml"
 
-    assert notify.default_spool().directory == tmp_path / "drover" / "spool"
+    spool = notify.default_spool(config)
+
+    assert spool.directory == (tmp_path / "drover" /
+                               paths.config_id(config) / "spool")
+    assert spool.directory.parent.stat().st_mode & 0o777 == 0o700

@@ -1,7 +1,9 @@
 """Control-host directories: XDG first, then HOME, then the password file."""
 
+import hashlib
 import os
 import pwd
+import re
 import stat
 import subprocess
 import sys
@@ -104,3 +106,60 @@ def test_ensure_state_dir_reports_what_it_could_not_create(tmp_path):
         paths.ensure_state_dir({"XDG_STATE_HOME": str(blocker)})
 
     assert str(blocker / "drover") in str(raised.value)
+
+
+# -- one configuration's state ------------------------------------------------
+
+def test_a_configuration_is_named_by_its_stem_and_a_hash_of_its_path(
+        tmp_path):
+    config = tmp_path / "prod.toml"
+    digest = hashlib.sha256(str(config).encode()).hexdigest()[:8]
+
+    assert paths.config_id(config) == f"prod-{digest}"
+    assert paths.config_state_dir(config, {"XDG_STATE_HOME": "/s"}) == \
+        Path(f"/s/drover/prod-{digest}")
+
+
+def test_same_names_in_two_folders_are_two_configurations(tmp_path):
+    first = paths.config_id(tmp_path / "a" / "drover.toml")
+    second = paths.config_id(tmp_path / "b" / "drover.toml")
+
+    assert first != second
+    assert first.startswith("drover-") and second.startswith("drover-")
+
+
+def test_a_link_relative_path_and_target_are_one_configuration(
+        tmp_path, monkeypatch):
+    target = tmp_path / "real" / "drover.toml"
+    target.parent.mkdir()
+    target.write_text("")
+    link = tmp_path / "link.toml"
+    link.symlink_to(target)
+    monkeypatch.chdir(target.parent)
+
+    assert paths.config_id(link) == paths.config_id(target) == \
+        paths.config_id("drover.toml")
+
+
+@pytest.mark.parametrize("name, stem", [
+    ("conf %40 ü.toml", "conf__40__"), (".hidden.toml", "hidden"),
+    ("...toml", "drover"), ("x" * 100 + ".toml", "x" * 48)])
+def test_the_stem_keeps_only_what_is_safe_in_a_name_and_a_crontab(
+        tmp_path, name, stem):
+    found = paths.config_id(tmp_path / name)
+
+    assert found.rsplit("-", 1)[0] == stem
+    assert re.fullmatch(r"[A-Za-z0-9_.-]+-[0-9a-f]{8}", found)
+
+
+def test_a_configurations_state_dir_is_created_private(tmp_path):
+    environ = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    old_umask = os.umask(0o022)
+    try:
+        path = paths.ensure_config_state_dir(tmp_path / "x.toml", environ)
+    finally:
+        os.umask(old_umask)
+
+    assert path.parent == tmp_path / "state" / "drover"
+    for folder in (path, path.parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700

@@ -42,22 +42,27 @@ to = ["ops@example.org"]
     return path
 
 
-@pytest.fixture
-def stored_check(control_home):
-    """One check in the history: crawler.0 dead on crawl01."""
+def store(config_path, result):
+    """``result`` as the last check in the history of ``config_path``."""
     from drover.watchdog.check import CheckResult
     from drover.watchdog.history import History, Updates
 
-    result = one_dead()
-    with History.open() as history:
+    with History.open(config_path=config_path) as history:
         history.record_check(CheckResult.from_dict(result), Updates())
     return result
+
+
+@pytest.fixture
+def stored_check(config_file):
+    """One check in the history: crawler.0 dead on crawl01."""
+    return store(config_file, one_dead())
 
 
 def test_report_from_last_prints_the_text_report(config_file, stored_check):
     run = watchdog("-c", config_file, "report", "--from-last")
 
-    assert run.status == 0, run.stderr
+    # CRITICAL, as the check itself exited.
+    assert run.status == 2, run.stderr
     assert run.stdout.startswith("DROVER CRITICAL - 1 dead\n")
     assert "crawler.0 on crawl01" in run.stdout
 
@@ -71,7 +76,7 @@ def test_report_writes_the_format_asked_to_a_file(
     run = watchdog("-c", config_file, "report", "--from-last",
                    "--format", form, "-o", output)
 
-    assert run.status == 0, run.stderr
+    assert run.status == 2, run.stderr
     assert run.stdout == ""
     assert output.read_text().startswith(start)
     if form == "json":
@@ -82,7 +87,7 @@ def test_report_writes_the_format_asked_to_a_file(
 def test_report_email_sends_it_now(config_file, stored_check, smtp_server):
     run = watchdog("-c", config_file, "report", "--from-last", "--email")
 
-    assert run.status == 0, run.stderr
+    assert run.status == 2, run.stderr
     (message,) = smtp_server.messages
     assert message["Subject"] == \
         "[drover] CRITICAL: crawler.0 dead on crawl01"
@@ -108,3 +113,30 @@ def test_report_from_last_without_a_check_says_so(config_file):
 
     assert run.status == 3
     assert "no check stored yet" in run.stderr
+
+
+@pytest.mark.parametrize("dead, status", [(False, 0), (True, 2)])
+def test_report_exits_with_the_status_of_the_check(config_file, dead,
+                                                    status):
+    store(config_file, one_dead(dead=dead))
+
+    run = watchdog("-c", config_file, "report", "--from-last",
+                   "--format", "json")
+
+    assert run.status == status == run.json()["status"], run.stderr
+
+
+def test_report_from_last_is_the_last_check_of_its_own_configuration(
+        config_file, tmp_path):
+    other = tmp_path / "other" / "drover.toml"
+    other.parent.mkdir()
+    other.write_text(config_file.read_text())
+    store(config_file, one_dead(dead=True))
+    store(other, one_dead(dead=False))
+
+    mine = watchdog("-c", config_file, "report", "--from-last")
+    theirs = watchdog("-c", other, "report", "--from-last")
+
+    assert mine.stdout.startswith("DROVER CRITICAL - 1 dead\n")
+    assert theirs.stdout.startswith("DROVER OK - 4 running\n")
+    assert (mine.status, theirs.status) == (2, 0)

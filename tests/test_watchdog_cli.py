@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from drover import paths
+from drover.cron import runlog
 from drover.cron.lock import RunLock
 from drover.watchdog.check import CheckResult
 from drover.watchdog.history import History, Quarantine, Updates
@@ -124,7 +126,7 @@ def test_an_unknown_program_is_unknown_before_any_host(config):
     run = watchdog("-c", config, "check", "nosuch")
     assert run.status == 3
     assert 'no program named "nosuch"' in run.stderr
-    with History.open() as history:
+    with History.open(config_path=config) as history:
         assert history.checks() == []
 
 
@@ -133,7 +135,7 @@ def test_an_unusable_notification_target_stops_the_check_first(config):
     run = watchdog("-c", config, "check", "--notify")
     assert run.status == 3
     assert "notify.urls" in run.stderr
-    with History.open() as history:
+    with History.open(config_path=config) as history:
         assert history.checks() == []
 
 
@@ -145,19 +147,17 @@ def test_a_usage_error_is_unknown_not_critical():
 
 
 def test_a_held_lock_exits_4_and_checks_nothing(config):
-    with RunLock():
+    with RunLock(config_path=config):
         run = watchdog("-c", config, "check")
     assert run.status == 4
     assert run.stderr.startswith("watchdog: lock: another watchdog run "
                                  "holds ")
-    with History.open() as history:
+    with History.open(config_path=config) as history:
         assert history.checks() == []
 
 
 def test_a_damaged_history_is_unknown_and_left_in_place(config):
-    state = os.path.join(os.environ["XDG_STATE_HOME"], "drover")
-    os.makedirs(state, exist_ok=True)
-    path = os.path.join(state, "history.sqlite3")
+    path = str(paths.ensure_config_state_dir(config) / "history.sqlite3")
     with open(path, "wb") as damaged:
         damaged.write(b"\0garbage" * 1000)
 
@@ -169,7 +169,7 @@ def test_a_damaged_history_is_unknown_and_left_in_place(config):
 
 
 def test_release_ends_matching_quarantines_only(config):
-    with History.open() as history:
+    with History.open(config_path=config) as history:
         history.record_check(
             CheckResult(1.0, 0.1, 2, "CRITICAL", "DROVER CRITICAL", ""),
             Updates(quarantined={
@@ -181,7 +181,7 @@ def test_release_ends_matching_quarantines_only(config):
     assert first.status == second.status == 0
     assert "released: sleeper.1 on localhost" in first.stdout
     assert "nothing to release" in second.stdout
-    with History.open() as history:
+    with History.open(config_path=config) as history:
         assert list(history.quarantined()) == [("localhost", "sleeper", 0)]
 
 
@@ -200,3 +200,98 @@ def test_help_names_every_exit_status_and_loads_nothing_heavy():
                    "4   another watchdog run holds the lock",
                    "5   the check was done, but a notification"):
         assert f"  {status}" in text
+
+
+# -- one configuration's state ------------------------------------------------
+
+@pytest.fixture
+def other_config(config, tmp_path):
+    """A second configuration file, named like the first, elsewhere."""
+    path = tmp_path / "other" / "drover.toml"
+    path.parent.mkdir()
+    path.write_text(CONFIG)
+    return path
+
+
+def test_each_configuration_has_its_own_history_and_lock(config,
+                                                         other_config):
+    with RunLock(config_path=config):
+        # A slow run of one configuration does not hold up another's.
+        mine = watchdog("-c", other_config, "check")
+        busy = watchdog("-c", config, "check")
+
+    assert (mine.status, busy.status) == (0, 4), mine.stderr
+    with History.open(config_path=config) as history:
+        assert history.checks() == []
+    with History.open(config_path=other_config) as history:
+        assert len(history.checks()) == 1
+    # (localhost's own records share the folder: instances/, logs/.)
+    mine = sorted(path for path in paths.state_dir().iterdir()
+                  if path.name.startswith("drover-"))
+    assert [path.name for path in mine] == sorted(
+        [paths.config_id(config), paths.config_id(other_config)])
+    for path in mine:
+        assert path.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_report_runs_a_check_and_exits_with_its_status(config):
+    os.kill(pid_of(config, 1), signal.SIGKILL)
+
+    run = watchdog("-c", config, "report")
+
+    assert run.status == 2, run.stderr
+    assert run.stdout.startswith("DROVER CRITICAL - 1 dead")
+
+
+# -- the run log --------------------------------------------------------------
+
+def run_log(config):
+    return runlog.log_path(paths.config_state_dir(config)).read_text()
+
+
+def test_the_run_log_tells_the_whole_story_of_a_quiet_run(config,
+                                                          other_config):
+    os.kill(pid_of(config, 1), signal.SIGKILL)
+
+    run = watchdog("-c", config, "check", "--respawn")
+
+    assert (run.status, run.stderr) == (1, "")
+    text = run_log(config)
+    lines = text.splitlines()
+    assert " INFO drover.cron.runlog: run: watchdog -c " \
+           f"{config} check --respawn" in lines[0]
+    assert "localhost: ok (" in text
+    assert "died: localhost sleeper.1 (dead" in text
+    assert "respawned: localhost sleeper.1 (pid " in text
+    assert "DROVER WARNING - 1 respawned (2/2 running) | running=2" in text
+    assert " INFO drover.cron.runlog: done: exit status 1 in " in lines[-1]
+    assert not runlog.log_path(
+        paths.config_state_dir(other_config)).exists()
+
+
+def test_verbose_shows_the_same_lines_on_stderr(config):
+    run = watchdog("-c", config, "check", "-v")
+
+    assert run.status == 0
+    assert "watchdog: localhost: ok (" in run.stderr
+    assert "watchdog: DROVER OK - 2 running" in run.stderr
+    assert "localhost: ok (" in run_log(config)
+
+
+def test_an_error_goes_to_the_log_and_once_to_stderr(config):
+    run = watchdog("-c", config, "check", "nosuch")
+
+    assert run.status == 3
+    assert run.stderr.count("\n") == 1
+    assert 'ERROR drover.cron.runlog: failed after ' in run_log(config)
+    assert 'no program named "nosuch"' in run_log(config)
+
+
+def test_the_log_level_is_put_back_after_the_run(config):
+    import logging
+
+    watchdog("-c", config, "check")
+    after = launcher("-c", config, "status")
+
+    assert logging.getLogger("drover").level == logging.NOTSET
+    assert after.stderr == ""

@@ -5,7 +5,6 @@ the host, pid by pid, that nothing of it is left.
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,8 @@ import time
 
 import pytest
 
+from drover import paths
+from drover.cron.lock import RunLock
 from tests.helpers import (launcher, proc_stat, run_cli, wait_until,
                            write_config)
 
@@ -338,13 +339,13 @@ def test_a_stopped_host_is_unreachable_and_nothing_is_respawned(
         ["lost", "lost"]
 
 
-def test_one_watchdog_at_a_time_and_the_lock_dies_with_its_holder(
+def test_one_watchdog_at_a_time_per_configuration_and_no_stale_lock(
         herd, make_cluster):
     cluster = make_cluster(1)
-    slow_host = cluster.add_silent_host().name
+    silent = cluster.add_silent_host()
     slow = herd(cluster, f"""
         [hosts]
-        slow = ["{slow_host}"]
+        slow = ["{silent.name}"]
 
         [program.worker]
         command = ["sleep", "306"]
@@ -358,25 +359,27 @@ def test_one_watchdog_at_a_time_and_the_lock_dies_with_its_holder(
         start_seconds = 0.2
         """)
     assert launcher("-c", fast, "start").status == 0
-    lock_file = os.path.join(os.environ["XDG_STATE_HOME"], "drover",
-                             "watchdog.lock")
+    lock_file = paths.config_state_dir(slow) / "watchdog.lock"
 
     holder = subprocess.Popen(
         [sys.executable, "-c", RUN_WATCHDOG, "-c", str(slow), "check"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert wait_until(lambda: _lock_holder(lock_file) == holder.pid)
-        sshd_log = cluster["host01"].dir / "sshd.log"
-        log_before = sshd_log.read_text()
+        assert wait_until(lambda: len(silent._connections) == 1)
 
         began = time.monotonic()
-        busy = watchdog("-c", fast, "check")
+        busy = watchdog("-c", slow, "check")
         elapsed = time.monotonic() - began
         assert busy.status == 4
         assert elapsed < 1
         assert f"(pid {holder.pid}, since" in busy.stderr
         assert busy.stdout == ""
-        assert sshd_log.read_text() == log_before   # no host touched
+        assert len(silent._connections) == 1   # no host touched
+
+        # Another configuration's run does not wait for this one.
+        other = watchdog("-c", fast, "check")
+        assert (other.status, other.stdout) == (0, ""), other.stderr
 
         holder.send_signal(signal.SIGKILL)
         holder.wait(10)
@@ -384,9 +387,9 @@ def test_one_watchdog_at_a_time_and_the_lock_dies_with_its_holder(
         holder.kill()
         holder.wait()
 
-    assert os.path.exists(lock_file)
-    after = watchdog("-c", fast, "check")
-    assert (after.status, after.stdout) == (0, "")
+    assert lock_file.exists()
+    with RunLock(config_path=slow) as lock:
+        assert lock.held
 
 
 def _lock_holder(path):
@@ -550,7 +553,7 @@ def test_history_tells_what_changed_between_runs(herd, cluster):
         [("recovered", "steady.1")]
 
     from drover.watchdog.history import History
-    with History.open() as history:
+    with History.open(config_path=config) as history:
         summaries = [row.summary for row in history.checks()]
     assert summaries[0] == "DROVER OK - 2 running on 1 host"
     assert summaries[1].startswith("DROVER CRITICAL - 1 dead")

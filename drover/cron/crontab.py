@@ -1,9 +1,15 @@
-"""drover's line in the user's crontab: built, found, put in, taken out.
+"""drover's lines in the user's crontab: built, found, put in, taken out.
 
-The entry is the one line whose end is the marker comment::
+Each configuration has at most one entry: the line whose end is the
+marker comment with the configuration's id (``drover.paths.config_id``,
+also the name of its state directory)::
 
     */5 * * * * /usr/local/bin/watchdog check -c /etc/drover/drover.toml
-    --respawn # drover:watchdog                          (one line in cron)
+    --respawn # drover:watchdog:drover-1a2b3c4d           (one line in cron)
+
+A line with the bare marker ``# drover:watchdog`` (drover before per-
+configuration state) belongs to the configuration its ``-c`` names, and
+is updated or removed as that configuration's entry.
 
 The crontab is edited here as text, line by line, and written back with
 ``crontab -``. python-crontab (3.4) re-renders every line it parses: it
@@ -20,9 +26,10 @@ every ``%``.
 
 Example::
 
-    command = watchdog_command("/etc/drover/drover.toml", ["--respawn"])
-    change = install(Entry(schedule_every(300), command))
+    change = install(schedule_every(300), "/etc/drover/drover.toml",
+                     ["--respawn"])
     change.entry.line   # what the crontab now holds
+    remove(paths.config_id("/etc/drover/drover.toml"))
 """
 
 import logging
@@ -42,6 +49,9 @@ from drover.errors import CronError
 log = logging.getLogger(__name__)
 
 MARKER = "drover:watchdog"
+
+# "Every configuration's", where a configuration id may be asked for.
+ANY = object()
 CRONTAB = "crontab"
 
 # The environment cron gives a job (Debian cron, do_command.c and
@@ -57,7 +67,8 @@ _SCRIPT_SIGN = b"drover.watchdog"
 _ENTRY = re.compile(
     r"^(?P<disabled>[ \t]*#[ \t]*)?[ \t]*"
     r"(?P<schedule>@[A-Za-z]+|(?:[0-9*]\S*[ \t]+){2}(?:\S+[ \t]+){2}\S+)"
-    r"[ \t]+(?P<command>.*?)[ \t]+#[ \t]*" + re.escape(MARKER) + r"[ \t]*$")
+    r"[ \t]+(?P<command>.*?)[ \t]+#[ \t]*" + re.escape(MARKER) +
+    r"(?::(?P<id>[A-Za-z0-9_.-]+))?[ \t]*$")
 _VARIABLE = re.compile(r"^[ \t]*([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*(.*?)"
                        r"[ \t]*$")
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
@@ -73,7 +84,8 @@ _SPECIAL_PERIODS = {"@hourly": 3600, "@daily": 86400, "@midnight": 86400,
 
 @dataclass(frozen=True)
 class Entry:
-    """drover's crontab entry: a schedule and a shell command.
+    """A crontab entry of drover's: a schedule, a shell command, and the
+    id of its configuration (None on a line of an older drover).
 
     ``command`` is the text /bin/sh receives; ``line`` is that text as the
     crontab must hold it (``%`` escaped, marker appended).
@@ -82,10 +94,15 @@ class Entry:
     schedule: str
     command: str
     enabled: bool = True
+    id: Optional[str] = None
+
+    @property
+    def marker(self):
+        return f"{MARKER}:{self.id}" if self.id else MARKER
 
     @property
     def line(self):
-        text = f"{self.schedule} {cron_escape(self.command)} # {MARKER}"
+        text = f"{self.schedule} {cron_escape(self.command)} # {self.marker}"
         return text if self.enabled else "#" + text
 
     @classmethod
@@ -96,7 +113,28 @@ class Entry:
             return None
         return cls(schedule=match.group("schedule"),
                    command=cron_unescape(match.group("command")),
-                   enabled=match.group("disabled") is None)
+                   enabled=match.group("disabled") is None,
+                   id=match.group("id"))
+
+    @property
+    def owner(self):
+        """The id of the configuration this entry checks: its marker's,
+        else (an older line) the one of the file its ``-c`` names."""
+        if self.id:
+            return self.id
+        path = self.config_path
+        return paths.config_id(path) if path else None
+
+    @property
+    def config_path(self):
+        """The file the command's ``-c`` (``--config``) names, or None."""
+        argv = self.argv
+        for index, word in enumerate(argv):
+            if word in ("-c", "--config") and index + 1 < len(argv):
+                return argv[index + 1]
+            if word.startswith("--config="):
+                return word.partition("=")[2]
+        return None
 
     @property
     def period(self):
@@ -253,10 +291,12 @@ def watchdog_command(config_path, options=(), environ=os.environ,
     ``options`` follow ``check`` verbatim. ``program`` is the argv that
     runs the watchdog (default: ``watchdog_program()``). HOME and
     XDG_STATE_HOME are set on the line when ``environ`` has them other
-    than cron would (``cron_environment`` of ``crontab_text``), so that
-    the cron runs and the user's share one state directory.
+    than cron would (``cron_environment`` of ``crontab_text`` for this
+    configuration's entry), so that the cron runs and the user's share
+    one state directory.
     """
-    cron_environ = cron_environment(crontab_text)
+    cron_environ = cron_environment(crontab_text,
+                                    owner=paths.config_id(config_path))
     pinned = pinned_environment(environ, cron_environ)
     if program is None:
         program, extra = watchdog_program(dict(cron_environ, **pinned))
@@ -272,9 +312,10 @@ def watchdog_command(config_path, options=(), environ=os.environ,
     return " ".join(words)
 
 
-def cron_environment(crontab_text=None, user=None):
-    """The environment cron gives a job of this crontab; ``user`` is a
-    password entry (default: this process's user).
+def cron_environment(crontab_text=None, user=None, owner=ANY):
+    """The environment cron gives the entry of the configuration id
+    ``owner`` (default: drover's first entry) in this crontab; ``user``
+    is a password entry (default: this process's user).
 
     Variable lines of the crontab (``NAME = value``) override the
     defaults, as crontab(5) says; the last one of a name wins.
@@ -283,10 +324,10 @@ def cron_environment(crontab_text=None, user=None):
     environ = {"HOME": account.pw_dir, "LOGNAME": account.pw_name,
                "SHELL": CRON_SHELL, "PATH": CRON_PATH}
 
-    # Only the lines above drover's entry apply to it (or all, when it
-    # is still to be appended).
+    # Only the lines above the entry apply to it (or all, when it is
+    # still to be appended).
     lines = (crontab_text or "").split("\n")
-    found = find_entries(crontab_text)
+    found = find_entries(crontab_text, owner)
     if found:
         lines = lines[:found[0][0]]
     for line in lines:
@@ -375,21 +416,23 @@ def _finds_this_drover(python, source, cron_environ):
 
 # -- the crontab as text ------------------------------------------------------
 
-def find_entries(text):
-    """``[(line index, Entry)]`` of drover's lines in a crontab text."""
+def find_entries(text, owner=ANY):
+    """``[(line index, Entry)]`` of drover's lines in a crontab text;
+    only those of the configuration id ``owner`` when it is given."""
     found = []
     for index, line in enumerate((text or "").split("\n")):
         entry = Entry.parse(line)
-        if entry is not None:
+        if entry is not None and (owner is ANY or entry.owner == owner):
             found.append((index, entry))
     return found
 
 
 def with_entry(text, entry):
-    """``text`` with drover's entry put in: the first one found replaced
-    in place, any other one dropped, else the line appended."""
+    """``text`` with ``entry`` put in: the first line of its
+    configuration replaced in place, any other one of it dropped, else
+    the line appended. Other lines, drover's included, stay."""
     lines = (text or "").split("\n")
-    found = [index for index, _ in find_entries(text)]
+    found = [index for index, _ in find_entries(text, entry.owner)]
     if not found:
         # A crontab ends with a newline (crontab refuses it otherwise), so
         # the split leaves an empty last item to put the line before.
@@ -398,18 +441,19 @@ def with_entry(text, entry):
         return "\n".join(lines + [entry.line, ""])
 
     if len(found) > 1:
-        log.warning("crontab held %d drover entries; kept one",
-                    len(found))
+        log.warning("crontab held %d drover entries for %s; kept one",
+                    len(found), entry.owner)
     lines[found[0]] = entry.line
     for index in reversed(found[1:]):
         del lines[index]
     return "\n".join(lines)
 
 
-def without_entry(text):
-    """``text`` without drover's lines; every other byte as it was."""
+def without_entry(text, owner):
+    """``text`` without the lines of the configuration id ``owner``;
+    every other byte as it was."""
     lines = (text or "").split("\n")
-    for index, _ in reversed(find_entries(text)):
+    for index, _ in reversed(find_entries(text, owner)):
         del lines[index]
     return "\n".join(lines)
 
@@ -420,8 +464,9 @@ def without_entry(text):
 class Change:
     """What ``install`` or ``remove`` did to the crontab."""
 
-    entry: Optional[Entry]        # drover's entry now (None: removed)
-    previous: Optional[Entry]     # drover's entry before
+    entry: Optional[Entry]        # the configuration's entry now (None:
+                                  # removed)
+    previous: Optional[Entry]     # its entry before
     written: bool                 # the crontab was rewritten
 
     @property
@@ -456,23 +501,25 @@ def write_crontab(text):
         raise CronError(f"crontab refused the new table: {error}")
 
 
-def installed():
-    """drover's entry in the user's crontab, or None."""
-    found = find_entries(read_crontab())
+def installed(owner=ANY):
+    """The entry of the configuration id ``owner`` in the user's crontab
+    (without one: drover's first entry), or None."""
+    found = find_entries(read_crontab(), owner)
     return found[0][1] if found else None
 
 
 def install(schedule, config_path, options=(), environ=os.environ,
             program=None):
-    """Put drover's entry in the user's crontab, or update it in place.
+    """Put the entry of the configuration ``config_path`` in the user's
+    crontab, or update it in place; other entries stay.
 
     Idempotent: the crontab is written only when the line changes.
     """
     text = read_crontab()
     command = watchdog_command(config_path, options, environ, text,
                                program)
-    entry = Entry(schedule, command)
-    found = find_entries(text)
+    entry = Entry(schedule, command, id=paths.config_id(config_path))
+    found = find_entries(text, entry.owner)
     previous = found[0][1] if found else None
 
     new_text = with_entry(text, entry)
@@ -484,14 +531,15 @@ def install(schedule, config_path, options=(), environ=os.environ,
     return Change(entry, previous, written)
 
 
-def remove():
-    """Take drover's entry out of the user's crontab; others stay."""
+def remove(owner):
+    """Take the entry of the configuration id ``owner`` out of the
+    user's crontab; every other line stays."""
     text = read_crontab()
-    found = find_entries(text)
+    found = find_entries(text, owner)
     if not found:
         return Change(None, None, False)
 
-    write_crontab(without_entry(text))
+    write_crontab(without_entry(text, owner))
     log.info("removed crontab entry: %s", found[0][1].line)
     return Change(None, found[0][1], True)
 

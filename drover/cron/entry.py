@@ -1,10 +1,18 @@
-"""``watchdog cron install|show|remove``: drover's line in the crontab.
+"""``watchdog cron install|show|remove``: a configuration's crontab line.
+
+Each configuration file has its own entry, marked with its id
+(``drover.paths.config_id``); the file is the one the usual lookup
+finds (-c, $DROVER_CONFIG, ./drover.toml, ~/.config/drover/drover.toml).
+``install``, ``show`` and ``remove`` touch that entry only; ``show``
+also lists the other configurations' entries in a line each.
 
 The handler is registered on the watchdog CLI as
 ``run(config, arguments, history)`` asking for neither the configuration
 nor the history: ``remove`` and ``show`` must work while the
-configuration file is broken or gone, and ``show`` reads the history of
-the state directory the cron line uses, which may not be this shell's.
+configuration file is broken or gone (a file named by -c or
+$DROVER_CONFIG is identified by its path alone), and ``show`` reads the
+history of the state directory the cron line uses, which may not be
+this shell's.
 """
 
 import argparse
@@ -16,7 +24,7 @@ import time
 from drover import console, paths
 from drover.cron import crontab, runlog
 from drover.cron.crontab import human_period
-from drover.errors import CronError
+from drover.errors import ConfigError, CronError
 from drover.units import format_duration
 
 # Exit statuses of `cron show` (install and remove: 0, or an error).
@@ -33,10 +41,14 @@ cron show exit status:
   {SHOW_WARNING}   no entry, a disabled entry, checks slower than the period,
       or no check for two periods
 
-The entry runs `watchdog check -c FILE` with absolute paths and the same
-state directory as this shell. It ends with the comment by which drover
-finds it again, "# {crontab.MARKER}". Other lines of the crontab stay
-as they are, byte for byte.
+Each configuration file (-c FILE, else $DROVER_CONFIG, else
+./drover.toml, else ~/.config/drover/drover.toml) has its own entry. It
+runs `watchdog check -c FILE` with absolute paths and the same state
+directory as this shell, and ends with the comment by which drover finds
+it again, "# {crontab.MARKER}:ID" (ID as the configuration's state
+directory is named: FILE's stem and a hash of its path). Other lines of
+the crontab, other configurations' entries included, stay as they are,
+byte for byte.
 """
 
 
@@ -56,8 +68,8 @@ def add_commands(command):
             description=help_text, epilog=EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    install = action("install", "add drover's entry to your crontab, or "
-                                "update it in place")
+    install = action("install", "add the configuration's entry to your "
+                                "crontab, or update it in place")
     install.add_argument("--every", type=_period, default="5m",
                          metavar="PERIOD",
                          help="how often: a period that divides an hour or "
@@ -73,10 +85,11 @@ def add_commands(command):
                         help="pass --notify to check (notify.urls, "
                              "notify.config)")
 
-    action("show", "print the entry, when the watchdog last checked and "
-                   "how long its last checks took")
-    action("remove", "take drover's entry out of your crontab; the rest "
-                     "stays as it is")
+    action("show", "print the configuration's entry, when the watchdog "
+                   "last checked and how long its last checks took; list "
+                   "the other drover entries")
+    action("remove", "take the configuration's entry out of your crontab; "
+                     "the rest stays as it is")
 
     from drover.watchdog import cli
     cli.register("cron", run, config=False, history=False)
@@ -122,9 +135,8 @@ def install(arguments):
     print(f"  {change.entry.line}")
     if change.previous and change.written:
         print(f"  (was: {change.previous.line})")
-    state = paths.state_dir()
-    print(f"every {human_period(seconds)}; history in {state}, log in "
-          f"{runlog.log_path(state)}")
+    print(f"every {human_period(seconds)}; "
+          f"{_where(paths.config_state_dir(config.path))}")
 
     for warning in install_warnings(config, seconds):
         print(f"warning: {warning}", file=sys.stderr)
@@ -173,23 +185,35 @@ def install_warnings(config, seconds, environ=os.environ):
 
 def show(arguments):
     text = crontab.read_crontab()
-    found = crontab.find_entries(text)
-    if not found:
-        print(f"no drover entry in the crontab of {_user()} (add one with "
-              "`watchdog cron install`)")
-        return SHOW_WARNING
+    path = config_path(arguments)
+    owner = paths.config_id(path)
+    found = [item for _, item in crontab.find_entries(text, owner)]
+    if found:
+        status = show_entry(found[0], text)
+    else:
+        print(f"no drover entry for {path} in the crontab of {_user()} "
+              f"(add one with `watchdog cron install -c {path}`)")
+        status = SHOW_WARNING
+    others = [item for _, item in crontab.find_entries(text)
+              if item.owner != owner]
+    for line in other_lines(others):
+        print(line)
+    return status
 
-    entry = found[0][1]
+
+def show_entry(entry, text):
+    """The entry, its state directory, its recent runs; the exit status."""
     print(entry.line)
     warnings = []
     if not entry.enabled:
         warnings.append("the entry is commented out: cron does not run "
                         "it (`watchdog cron install` enables it again)")
     period = entry.period
-    state = paths.state_dir(dict(crontab.cron_environment(text),
-                                 **entry.environment))
-    print(f"every {human_period(period) if period else 'boot'}; history in "
-          f"{state}, log in {runlog.log_path(state)}")
+    environ = dict(crontab.cron_environment(text, owner=entry.owner),
+                   **entry.environment)
+    state = paths.state_dir(environ) / entry.owner
+    print(f"every {human_period(period) if period else 'boot'}; "
+          f"{_where(state)}")
 
     runs = recent_checks(state)
     for line in run_lines(runs, time.time()):
@@ -198,6 +222,18 @@ def show(arguments):
     for warning in warnings:
         print(f"warning: {warning}")
     return SHOW_WARNING if warnings else SHOW_OK
+
+
+def other_lines(entries):
+    """``other drover entries:`` and one line for each."""
+    if not entries:
+        return []
+    lines = ["other drover entries:"]
+    for item in entries:
+        disabled = " (commented out)" if not item.enabled else ""
+        lines.append(f"  {item.owner or '?'}: {item.schedule} -c "
+                     f"{item.config_path or '?'}{disabled}")
+    return lines
 
 
 def recent_checks(state_dir, limit=RECENT_RUNS):
@@ -254,17 +290,36 @@ def run_warnings(runs, period, now):
 # -- remove -------------------------------------------------------------------
 
 def remove(arguments):
-    change = crontab.remove()
+    path = config_path(arguments)
+    change = crontab.remove(paths.config_id(path))
     if change.previous is None:
-        print(f"no drover entry in the crontab of {_user()}; nothing "
-              "removed")
+        print(f"no drover entry for {path} in the crontab of {_user()}; "
+              "nothing removed")
     else:
         print(f"removed from the crontab of {_user()}:")
         print(f"  {change.previous.line}")
     return 0
 
 
+def config_path(arguments, environ=os.environ):
+    """The configuration file the usual lookup finds. A file named by -c
+    or $DROVER_CONFIG counts even when it is gone: its entry is found by
+    its path alone."""
+    from drover import config as config_module
+    try:
+        return config_module.find_config(arguments.config, environ)
+    except ConfigError:
+        named = arguments.config or environ.get("DROVER_CONFIG")
+        if not named or not str(named).strip():
+            raise
+        return os.path.abspath(os.path.expanduser(str(named)))
+
+
 ACTIONS = {"install": install, "show": show, "remove": remove}
+
+
+def _where(state):
+    return f"history in {state}, log in {runlog.log_path(state)}"
 
 
 def _user():

@@ -1,4 +1,5 @@
-"""One watchdog run at a time: a kernel lock on a file in the state dir.
+"""One watchdog run at a time per configuration: a kernel lock on a file
+in the configuration's state directory.
 
 The lock is ``flock(2)`` on an open descriptor, so the kernel drops it
 when its holder exits, however it exits (``kill -9`` included): a lock
@@ -6,7 +7,7 @@ file left behind never blocks the next run, whatever it holds.
 
 Example::
 
-    with RunLock():
+    with RunLock(config_path=config.path):
         result = check.run_check(config, history)
 """
 
@@ -26,13 +27,19 @@ LOCK_NAME = "watchdog.lock"
 class RunLock:
     """An exclusive lock, taken at once or not at all (LockBusy).
 
-    ``path`` defaults to ``watchdog.lock`` in drover's state directory.
-    The file holds the holder's pid and start moment, for the message a
-    second run prints; the lock itself is the kernel's.
+    ``path`` names the lock file; without it, ``watchdog.lock`` in the
+    state directory of the configuration file ``config_path``: runs of
+    two configurations never wait for each other. The file holds the
+    holder's pid and start moment, for the message a second run prints;
+    the lock itself is the kernel's.
     """
 
-    def __init__(self, path=None):
-        self.path = path
+    def __init__(self, path=None, *, config_path=None):
+        if path is None and config_path is None:
+            raise TypeError("RunLock needs a path or a config_path: every "
+                            "configuration has its own lock")
+        self.path = None if path is None else os.fspath(path)
+        self.config_path = config_path
         self._descriptor = None
 
     def __enter__(self):
@@ -51,7 +58,8 @@ class RunLock:
             raise StateError(f"{self.path}: lock already held by this run")
         if self.path is None:
             from drover import paths
-            self.path = os.path.join(paths.ensure_state_dir(), LOCK_NAME)
+            self.path = os.path.join(
+                paths.ensure_config_state_dir(self.config_path), LOCK_NAME)
 
         # os.open makes the descriptor close-on-exec (PEP 446): a daemon
         # started on localhost must not inherit it, or the lock would live

@@ -122,7 +122,7 @@ def _print_outcome(outcome, verb):
 
     out = sys.stdout
     for item in outcome.instances:
-        if item.failed or item.result == "killed":
+        if item.failed or item.error or item.result == "killed":
             print(_describe_result(item), file=out)
             for line in item.stderr_tail[-5:]:
                 print(f"    | {line}", file=out)

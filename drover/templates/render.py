@@ -277,8 +277,7 @@ def host_table(hosts):
         state = host.get("state") or "-"
         note = "; ".join(_clean(note) for note in host.get("notes") or [])
         if state == "unreachable":
-            note = _strip_host(_clean(host.get("error")), host.get("name")) \
-                or _unreachable_label(host)
+            note = _clean(host.get("error")) or _unreachable_label(host)
         load = host.get("load")
         rows.append({"state": state, "cells": [
             _clean(host.get("name")), state,
@@ -382,12 +381,6 @@ def _unreachable_label(host):
     if outcome and outcome not in ("ok", "unreachable"):
         return f"unreachable ({_clean(outcome)})"
     return "unreachable"
-
-
-def _strip_host(message, host):
-    """Drop a leading ``host:``: the table says which host already."""
-    prefix = f"{_clean(host)}: "
-    return message[len(prefix):] if message.startswith(prefix) else message
 
 
 def _command(instance):

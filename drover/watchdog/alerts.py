@@ -51,12 +51,12 @@ def after_check(config, result, history, email=False, notify=False,
 
     `result` is a CheckResult or its dictionary; `history` offers
     ``get_meta(key)`` and ``set_meta(key, value)``; `spool` defaults to
-    the one in the state directory.
+    the one in the state directory of `config` (``config.path``).
     """
     now = time.time() if now is None else now
     data = result.to_dict() if hasattr(result, "to_dict") else result
     chosen = chosen_targets(config, email=email, notify=notify)
-    spool = default_spool() if spool is None else spool
+    spool = default_spool(config.path) if spool is None else spool
 
     state = _load(history)
     delivery = Delivery(dropped=spool.trim(now))
@@ -173,6 +173,8 @@ class _Run:
         reason = decide(self.problems, self.changes, told, self.now,
                         self.remind_every, self.heartbeat)
         if reason is None:
+            log.info("not sent: report to %s (nothing new to tell)",
+                     target.label)
             return
         meta = {"problems": self.problems, "reason": reason,
                 "since": self._since(told)}
@@ -190,6 +192,8 @@ class _Run:
                 return
         try:
             self.spool.add(target, rendered, meta, created_at=self.now)
+            log.info("spooled: %s report to %s (sent with a later run)",
+                     reason, target.label)
         except StateError as error:
             # Still tell the other targets; this run fails as it is.
             log.error("lost: report to %s (%s)", target.label, error)

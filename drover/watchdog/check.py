@@ -6,7 +6,7 @@ same connection where it may, and returns a ``CheckResult``: the single
 input of the CLI output, the JSON, the reports, the alerts and the history
 (docs/internals.md, "Watchdog check result")::
 
-    with History.open() as history:
+    with History.open(config_path=config.path) as history:
         result = run_check(config, history, respawn=True)
     print(result.status_line)
     # DROVER WARNING - 8 respawned, 1 host rebooted (24/24 running) | ...
@@ -384,7 +384,25 @@ def run_check(config, history, programs=None, hosts=None, respawn=None,
 
     result, updates = evaluate(survey, past, rules, started, clock())
     history.record_check(result, updates)
+    log_result(result)
     return result
+
+
+def log_result(result):
+    """Every change (deaths, respawns, quarantines, reboots, ...), then
+    the summary line with its perfdata, at INFO."""
+    for change in result.changes:
+        log.info("%s", change_line(change))
+    log.info("%s", result.status_line)
+
+
+def change_line(change):
+    """``died: host02 crawler.1 (dead: zombie)``, ``respawned: host02
+    crawler.1 (pid 4242; was dead)``."""
+    text = f"{change.kind}: {change.host}"
+    if change.instance:
+        text += f" {change.instance}"
+    return f"{text} ({change.detail})" if change.detail else text
 
 
 def _start_specs(config, programs, hosts):
@@ -468,7 +486,7 @@ class _Assessment:
 
     def _add_unreachable(self, host, result, memory):
         outcome = result.outcome if result else transport.TIMED_OUT
-        error = result.error if result else "no result"
+        error = result.message if result else "no result"
         self.hosts.append(HostReport(
             name=host, outcome=outcome, state=HOST_UNREACHABLE, error=error,
             notes=[f"{outcome}: {error}"],
@@ -592,10 +610,6 @@ class _Assessment:
             GAVE_UP, state.host, report.name,
             f"giving up: {was} after {report.restarts} respawns within "
             f"{_duration(self.rules.restart_window)}"))
-        log.info("quarantined: %s on %s (%d respawns within %s; "
-                 "watchdog.max_restarts = %d)", report.name, state.host,
-                 report.restarts, _duration(self.rules.restart_window),
-                 self.rules.max_restarts)
 
     def _respawned(self, state, report, actions):
         was = report.state
@@ -628,8 +642,6 @@ class _Assessment:
             report.pid))
         self.changes.append(Change(RESPAWNED, state.host, report.name,
                                    detail))
-        log.info("respawned: %s on %s (%s)", report.name, state.host,
-                 detail)
 
     def _remember(self, state, report, decision):
         """The instance's memory for the next check."""

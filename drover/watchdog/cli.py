@@ -169,29 +169,42 @@ def _run(argv):
 
     config = _load_config(arguments) if command.config else None
     with contextlib.ExitStack() as stack:
-        # The lock first: a run that finds it taken touches nothing.
-        if command.lock:
-            from drover.cron.lock import RunLock
-            stack.enter_context(RunLock())
-            stack.callback(_detach, _attach_run_log())
-        history = None
-        if command.history:
-            from drover.watchdog.history import History
-            history = stack.enter_context(History.open())
-        return command.handler(config, arguments, history)
+        run, history = _prepare(stack, command, arguments, config, argv)
+        status = command.handler(config, arguments, history)
+        if run is not None:
+            run.finished(status)
+        return status
 
 
-def _attach_run_log():
-    """Every check's full story to the rotated watchdog.log: what cron
-    mails is short, the log says the rest (cron/runlog.py)."""
+def _prepare(stack, command, arguments, config, argv):
+    """The run lock, the run log and the history the command asks for,
+    all in its configuration's state directory, entered on ``stack``;
+    returns ``(RunLog or None, History or None)``."""
+    if not (command.lock or command.history):
+        return None, None
+    state = _state_dir(arguments, config)
+    run = history = None
+    # The lock first: a run that finds it taken touches nothing.
+    if command.lock:
+        from drover.cron.lock import LOCK_NAME, RunLock
+        from drover.cron.runlog import RunLog
+        stack.enter_context(RunLock(state / LOCK_NAME))
+        run = stack.enter_context(RunLog(state, [PROG] + argv))
+    if command.history:
+        from drover.watchdog.history import HISTORY_NAME, History
+        history = stack.enter_context(History.open(state / HISTORY_NAME))
+    return run, history
+
+
+def _state_dir(arguments, config):
+    """The control-host state of this run's configuration: its history,
+    run lock, spool and run log (drover.paths.config_state_dir)."""
     from drover import paths
-    from drover.cron import runlog
-    return runlog.attach(paths.ensure_state_dir())
-
-
-def _detach(handler):
-    from drover.cron import runlog
-    runlog.detach(handler)
+    if config is not None:
+        return paths.ensure_config_state_dir(config.path)
+    from drover import config as config_module
+    return paths.ensure_config_state_dir(
+        config_module.find_config(arguments.config))
 
 
 def _load_config(arguments):
@@ -297,7 +310,7 @@ def problem_lines(result):
     notes = []
     for host in result.hosts:
         if host.state == "unreachable":
-            label = f"{host.outcome}: {_strip_host(host.error, host.name)}"
+            label = f"{host.outcome}: {host.error or ''}"
             unreachable.setdefault(label, []).append(host.name)
         else:
             notes += [f"{host.name}: {note}" for note in host.notes]
@@ -388,12 +401,6 @@ def _ranges(numbers):
             spans.append([number, number])
     return ",".join(str(low) if low == high else f"{low}-{high}"
                     for low, high in spans)
-
-
-def _strip_host(message, host):
-    prefix = f"{host}: "
-    message = message or ""
-    return message[len(prefix):] if message.startswith(prefix) else message
 
 
 def host_table(result):

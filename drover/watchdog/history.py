@@ -12,9 +12,10 @@ and instance states: the state of anything at check N is its last event at
 or before N. The full result of the last few checks is kept for
 ``watchdog report --from-last``.
 
-Example::
+Each configuration has its own history, in its own state directory
+(``drover.paths.config_state_dir``)::
 
-    with History.open() as history:
+    with History.open(config_path=config.path) as history:
         previous = history.snapshot(now)
         ...
         history.record_check(result, updates)
@@ -238,21 +239,21 @@ def _guarded(method):
 
 
 class History:
-    """The watchdog's database; open with ``History.open()``."""
+    """The watchdog's database; open with ``History.open(...)``."""
 
     def __init__(self, path, connection):
         self.path = path
         self._db = connection
 
     @classmethod
-    def open(cls, path=None):
+    def open(cls, path=None, *, config_path=None):
         """Open (creating, or upgrading the schema of) the history file.
 
-        ``path`` defaults to ``history.sqlite3`` in the state directory.
+        ``path`` names the file; without it, ``history.sqlite3`` in the
+        state directory of the configuration file ``config_path``.
         """
         if path is None:
-            from drover import paths
-            path = os.path.join(paths.ensure_state_dir(), HISTORY_NAME)
+            path = _default_path(config_path)
         path = os.fspath(path)
         _create_private(path)
 
@@ -544,6 +545,14 @@ class History:
             "instance_events WHERE check_id = ? ORDER BY host, program, "
             "number", (check_id,)).fetchall()
         return hosts, instances
+
+
+def _default_path(config_path):
+    if config_path is None:
+        raise TypeError("History.open needs a path or a config_path: "
+                        "every configuration has its own history")
+    from drover import paths
+    return paths.ensure_config_state_dir(config_path) / HISTORY_NAME
 
 
 def _create_private(path):

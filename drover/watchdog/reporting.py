@@ -4,6 +4,10 @@ Without ``--from-last`` it runs a fresh check first, without respawning
 anything. The report goes to stdout or ``-o FILE`` in the ``--format``
 asked; ``--email`` and ``--notify`` send it now to every target, whatever
 the alert state: deciding when to tell is ``watchdog check``'s business.
+
+The exit status is the reported check's, as ``watchdog check`` gives it
+(0 to 3, the monitoring-plugin convention), or 5 when a target could
+not be sent the report.
 """
 
 import json
@@ -11,7 +15,8 @@ import sys
 from pathlib import Path
 
 from drover.errors import StateError
-from drover.watchdog.cli import EXIT_NOTIFY_FAILED, EXIT_OK, PROG
+from drover.watchdog.cli import (EXIT_NOTIFY_FAILED, EXIT_OK, EXIT_UNKNOWN,
+                                 PROG)
 
 FORMATS = ("text", "html", "json")
 
@@ -38,7 +43,8 @@ def add_commands(command):
 
 
 def run_report(config, arguments, history):
-    """Render (and send) the report; the exit status."""
+    """Render (and send) the report; the exit status: the check's, or
+    EXIT_NOTIFY_FAILED when sending failed."""
     from drover.watchdog import alerts
 
     # Targets are checked before any host is contacted (CASES C14).
@@ -58,9 +64,18 @@ def run_report(config, arguments, history):
     if arguments.output or not chosen:
         _write(_document(result, rendered, arguments.format),
                arguments.output)
-    if not chosen:
-        return EXIT_OK
-    return _send(chosen, rendered)
+    if chosen and not _send(chosen, rendered):
+        return EXIT_NOTIFY_FAILED
+    return check_status(result)
+
+
+def check_status(result):
+    """The exit status of a check result (its dictionary): its status,
+    or UNKNOWN when it holds none that is known."""
+    status = result.get("status")
+    if isinstance(status, int) and EXIT_OK <= status <= EXIT_UNKNOWN:
+        return status
+    return EXIT_UNKNOWN
 
 
 def _stored_check(history):
@@ -100,6 +115,7 @@ def _write(document, output):
 
 
 def _send(chosen, rendered):
+    """Send to every target now; whether all of them took it."""
     from drover.notify import send_all
 
     delivery = send_all(chosen, rendered)
@@ -107,4 +123,4 @@ def _send(chosen, rendered):
         print(f"sent: {sent.subject} to {sent.target}")
     for target, reason in delivery.failed:
         print(f"{PROG}: notify: {target}: {reason}", file=sys.stderr)
-    return EXIT_OK if delivery.ok else EXIT_NOTIFY_FAILED
+    return delivery.ok
