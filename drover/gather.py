@@ -19,7 +19,7 @@ NO_STATUS = 255
 
 
 @dataclasses.dataclass
-class Gathered:
+class Gathered(transport.HostOutcomes):
     """Every host's outcome; the value of a reached one a CommandResult."""
 
     hosts: dict             # {host: HostResult}
@@ -34,11 +34,6 @@ class Gathered:
                 key = (answer.status, answer.stdout, answer.stderr)
                 found.setdefault(key, ([], answer))[0].append(host)
         return list(found.values())
-
-    @property
-    def unreached(self):
-        return [host for host, result in self.hosts.items()
-                if not result.ok]
 
     @property
     def exit_status(self):

@@ -61,7 +61,7 @@ class InstanceState:
 
 
 @dataclass
-class Survey:
+class Survey(transport.HostOutcomes):
     """Every host's outcome and facts, and every instance's state."""
 
     hosts: dict
@@ -72,11 +72,6 @@ class Survey:
         if result is None or not result.ok:
             return None
         return result.value.get("host")
-
-    @property
-    def unreached(self):
-        return [host for host, result in self.hosts.items()
-                if not result.ok]
 
     @property
     def down(self):

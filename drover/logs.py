@@ -33,16 +33,11 @@ class LogTail:
 
 
 @dataclass
-class Logs:
+class Logs(transport.HostOutcomes):
     """Every host's outcome and every instance's tail, in config order."""
 
     hosts: dict                 # {host: HostResult}
     tails: list                 # [LogTail]
-
-    @property
-    def unreached(self):
-        return [host for host, result in self.hosts.items()
-                if not result.ok]
 
     @property
     def failed(self):

@@ -91,7 +91,7 @@ class Delivery:
 
 
 @dataclass
-class Publication:
+class Publication(transport.HostOutcomes):
     """Every host's delivery, in the batches they were sent in."""
 
     hosts: dict                     # {host: HostResult}, value Delivery
@@ -103,11 +103,6 @@ class Publication:
     def deliveries(self):
         return {host: result.value for host, result in self.hosts.items()
                 if result.ok}
-
-    @property
-    def unreached(self):
-        return [host for host, result in self.hosts.items()
-                if not result.ok]
 
     @property
     def failed(self):
@@ -149,7 +144,7 @@ class Publication:
 
 
 @dataclass
-class Comparison:
+class Comparison(transport.HostOutcomes):
     """Each host's copy of each file, next to the local one."""
 
     files: list                     # [LocalFile]
@@ -164,11 +159,6 @@ class Comparison:
                     local_file.remote))
                 found.setdefault(state, []).append(host)
         return found
-
-    @property
-    def unreached(self):
-        return [host for host, result in self.hosts.items()
-                if not result.ok]
 
     @property
     def differs(self):

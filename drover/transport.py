@@ -132,6 +132,16 @@ def _remove_quietly(remove, path):
         log.debug("could not remove %s", path, exc_info=True)
 
 
+class HostOutcomes:
+    """For results that hold ``hosts``, ``{host: HostResult}``: which of
+    them could not be asked (a mixin of the plans' result objects)."""
+
+    @property
+    def unreached(self):
+        return [host for host, result in self.hosts.items()
+                if not result.ok]
+
+
 def split_port(host):
     """``"spare1:2222"`` -> ``("spare1", 2222)``; no suffix -> port None."""
     name, sep, port = host.rpartition(":")

@@ -60,7 +60,7 @@ class InstanceResult:
 
 
 @dataclass
-class Outcome:
+class Outcome(transport.HostOutcomes):
     """Every host's result and every instance's, of one plan."""
 
     hosts: dict
@@ -69,11 +69,6 @@ class Outcome:
     @property
     def failed(self):
         return [item for item in self.instances if item.failed]
-
-    @property
-    def unreached(self):
-        return [host for host, result in self.hosts.items()
-                if not result.ok]
 
     @property
     def ok(self):
