@@ -10,7 +10,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Optional
 
-from drover import transport
+from drover import outcomes, transport
 
 # Instance states. The agent decides the first six from /proc; the last two
 # come from comparing with the configuration.
@@ -123,7 +123,7 @@ def survey(config, programs=None, hosts=None, deadline=None,
     def work(session):
         answer = session.call(request)
         if follow_up is not None:
-            asked = transport.HostResult(session.host, transport.OK, answer)
+            asked = transport.HostResult(session.host, outcomes.OK, answer)
             states = compare(by_host.get(session.host, []),
                              {session.host: asked})
             answer["follow_up"] = follow_up(session, states)

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from drover import config as config_module
-from drover import inventory, transport
+from drover import inventory, outcomes, transport
 from drover.watchdog import check
 from drover.watchdog.check import Rules
 from drover.watchdog.history import History, Quarantine
@@ -66,7 +66,7 @@ def healthy(**facts):
 
 
 def refused(host):
-    return transport.HostResult(host, transport.REFUSED,
+    return transport.HostResult(host, outcomes.REFUSED,
                                 error=f"connection refused by {host}:22")
 
 
@@ -77,7 +77,7 @@ def survey_of(config, answers):
         if isinstance(value, transport.HostResult):
             results[host] = value
         else:
-            results[host] = transport.HostResult(host, transport.OK, value)
+            results[host] = transport.HostResult(host, outcomes.OK, value)
     return inventory.Survey(results,
                             inventory.compare(config.expected(), results))
 

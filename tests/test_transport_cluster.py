@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from drover import transport
+from drover import outcomes, transport
 from drover.config import load_text
 
 pytestmark = pytest.mark.cluster
@@ -36,7 +36,7 @@ def test_unknown_host_key_is_refused_unless_accepted(cluster, tmp_path):
     refusing = _settings(cluster, tmp_path, known_hosts)
 
     result = transport.fan_out(["host01"], _boot_id, refusing)["host01"]
-    assert result.outcome == transport.HOSTKEY_UNKNOWN
+    assert result.outcome == outcomes.HOSTKEY_UNKNOWN
     assert "accept_new_host_keys" in result.error
     assert known_hosts.read_text() == ""
 
@@ -63,7 +63,7 @@ def test_changed_host_key_is_refused_even_when_accepting_new(cluster,
 
     result = transport.fan_out(["host01"], _boot_id, settings)["host01"]
 
-    assert result.outcome == transport.HOSTKEY_CHANGED
+    assert result.outcome == outcomes.HOSTKEY_CHANGED
     assert "CHANGED" in result.error
 
 
@@ -76,7 +76,7 @@ def test_refused_key_is_auth_failed_naming_the_key(cluster, tmp_path):
 
     result = transport.fan_out(["host01"], _boot_id, settings)["host01"]
 
-    assert result.outcome == transport.AUTH_FAILED
+    assert result.outcome == outcomes.AUTH_FAILED
     assert str(stranger) in result.error
 
 
@@ -100,8 +100,8 @@ def test_refused_and_silent_hosts_are_told_apart_in_time(cluster,
     elapsed = time.monotonic() - began
 
     assert results["host01"].ok
-    assert results[closed.name].outcome == transport.REFUSED
-    assert results[silent.name].outcome == transport.CONNECT_TIMEOUT
+    assert results[closed.name].outcome == outcomes.REFUSED
+    assert results[silent.name].outcome == outcomes.CONNECT_TIMEOUT
     assert elapsed < 4
 
 
@@ -133,4 +133,4 @@ def test_a_run_deadline_bounds_hung_work(cluster, tmp_path):
                                 deadline=2)
     assert time.monotonic() - began < 4
     assert {result.outcome for result in results.values()} == \
-        {transport.TIMED_OUT}
+        {outcomes.TIMED_OUT}

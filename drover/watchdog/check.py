@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from drover import inventory, transport
+from drover import inventory, outcomes
 from drover.errors import DroverError
 from drover.launcher import plans
 from drover.watchdog.history import (HostMemory, InstanceMemory, Quarantine,
@@ -485,7 +485,7 @@ class _Assessment:
             result.outcome, report.state, report.boot_id, self.now)
 
     def _add_unreachable(self, host, result, memory):
-        outcome = result.outcome if result else transport.TIMED_OUT
+        outcome = result.outcome if result else outcomes.TIMED_OUT
         error = result.message if result else "no result"
         self.hosts.append(HostReport(
             name=host, outcome=outcome, state=HOST_UNREACHABLE, error=error,
