@@ -52,6 +52,20 @@ def test_the_lock_is_free_again_after_release(lock_path):
         assert lock.held
 
 
+def test_a_busy_lock_names_the_run_in_the_way(lock_path):
+    child = hold_in_child(lock_path)
+    try:
+        with pytest.raises(LockBusy) as caught:
+            RunLock(lock_path).acquire()
+    finally:
+        child.kill()
+        child.wait(10)
+
+    message = str(caught.value)
+    assert f"pid {child.pid}, -c " in message   # its command line
+    assert "running 0s" in message or "running 1s" in message
+
+
 def test_a_killed_holder_leaves_no_stale_lock(lock_path):
     child = hold_in_child(lock_path)
     with pytest.raises(LockBusy):

@@ -107,10 +107,29 @@ def _write_holder(descriptor):
 
 
 def _read_holder(descriptor):
-    """`` (pid 123 since 12:00:05)`` from the lock file, or ``""``."""
+    """`` (pid 123, watchdog check --respawn, running 4m12s)`` from the
+    lock file and the holder's process, or ``""``."""
     try:
         pid, since = os.pread(descriptor, 64, 0).decode("ascii").split()
-        moment = time.strftime("%H:%M:%S", time.localtime(float(since)))
-        return f" (pid {int(pid)}, since {moment})"
+        pid, since = int(pid), float(since)
     except (OSError, ValueError):
         return ""
+    return f" ({_describe_process(pid, since)})"
+
+
+def _describe_process(pid, since):
+    """What a person wants to know of the run in the way: which command,
+    how long it has run. psutil answers process questions on the control
+    host (DESIGN.md); it is imported only when a run is in the way."""
+    import psutil
+
+    from drover.units import format_duration
+
+    try:
+        process = psutil.Process(pid)
+        command = " ".join(process.cmdline()[1:]) or process.name()
+        running = format_duration(time.time() - process.create_time())
+        return f"pid {pid}, {command}, running {running}"
+    except (psutil.Error, OSError):
+        moment = time.strftime("%H:%M:%S", time.localtime(since))
+        return f"pid {pid}, since {moment}"
