@@ -373,8 +373,8 @@ def test_one_watchdog_at_a_time_per_configuration_and_no_stale_lock(
         elapsed = time.monotonic() - began
         assert busy.status == 4
         assert elapsed < 1
-            assert f"(pid {holder.pid}, " in busy.stderr
-            assert " check, running " in busy.stderr
+        assert f"(pid {holder.pid}, " in busy.stderr
+        assert " check, running " in busy.stderr
         assert busy.stdout == ""
         assert len(silent._connections) == 1   # no host touched
 
