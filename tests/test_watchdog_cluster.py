@@ -485,10 +485,15 @@ def test_an_instance_that_stayed_up_starts_its_count_again(herd,
     launcher("-c", config, "start")
     _, first = check_json(config, "--respawn")          # fails: 1 respawn
 
-    host.run("echo 3 > /root/lifetime")
-    _, second = check_json(config, "--respawn")         # holds: 2 respawns
+    host.run("echo 4 > /root/lifetime")
+    _, second = check_json(config, "--respawn")         # 2 respawns
     item = by_name(second)[("host01", "flaky.0")]
     assert (item["state"], item["restarts"]) == ("running", 2)
+
+    # A later check sees it up longer than start_seconds: it held.
+    time.sleep(1.5)
+    _, seen = check_json(config)
+    assert by_name(seen)[("host01", "flaky.0")]["state"] == "running"
     assert wait_until(lambda: record_of(config, "host01", "flaky", 0)
                       ["state"] == "dead", timeout=10)
 

@@ -27,9 +27,10 @@ The life of an instance across checks, as the watchdog sees it:
 With respawn on, dead, lost, failed and never-started instances are
 started again through the launcher's own start path
 (``plans.start_on``). Each respawn counts against the restart limit,
-unless the incarnation that died had stayed up ``start_seconds`` (it was
-seen running that long, or its respawn survived the settle time): such a
-death is not a failed start, and the count starts again.
+unless the incarnation that died had stayed up ``start_seconds`` as a
+later check saw it (surviving the settle time of its own respawn is not
+enough): such a death is not a failed start, and the count starts
+again.
 
 A quarantine ends when a person acts: ``watchdog release`` marks it
 released, or the host answers with a record started after the one the
@@ -649,10 +650,12 @@ class _Assessment:
         held = memory.held_pid if memory else None
         if decision.reset:
             held = None
-        if report.respawned and report.state == RUNNING:
-            # It survived the settle time, which is at least its
-            # start_seconds.
-            held = report.pid
+        # Held: a later check found it running, up its start_seconds. A
+        # respawn that merely survived the settle time does not count:
+        # a worker that dies a minute after each start would otherwise be
+        # respawned forever (surviving settle is no proof of health).
+        if report.respawned:
+            pass
         elif report.state == RUNNING and report.started_at is not None:
             needed = self.rules.start_seconds.get(state.program, 0)
             if self.clocks[state.host] - report.started_at >= needed:
