@@ -499,6 +499,7 @@ def start(request):
 
     answers = []
     started = {}
+    processes = None
     for launch, record in zip(launches, records):
         if record is not None and identify(record, boot_id)[0] == "running":
             answer = answer_for(launch, "running", record["pid"])
@@ -513,7 +514,13 @@ def start(request):
                                        + ")")
             continue
 
+        if record is not None and not record.get("stopped") and \
+                processes is None:
+            processes = live_processes()  # one scan for the whole batch
+        leftovers = clear_leftovers(record, boot_id, processes)
         answer, record = launch_one(launch, boot_id, place, count)
+        if leftovers:
+            answer["leftovers"] = leftovers
         answers.append(answer)
         if answer["result"] == "started":
             started[record["pid"]] = (answer, record)
@@ -527,6 +534,29 @@ def start(request):
         answer.update(record["failure"], result="failed")
         keep_failure(place, record, answer)
     return {"instances": answers}
+
+
+def clear_leftovers(record, boot_id, processes):
+    """Kill what remains of an instance's previous run; its pids.
+
+    A wrapper whose leader died may leave its children running in the
+    group it led (a JVM under a dead shell script): starting the instance
+    again beside them would run it twice. They are this instance's for
+    sure (see group_to_signal), so they get SIGKILL at once.
+    """
+    if record is None or record.get("stopped"):
+        return []
+    group = group_to_signal(record, boot_id, processes)
+    if group is None:
+        return []
+    members = sorted(pid for pid, stat in processes.items()
+                     if stat.pgrp == group)
+    signal_group(group, signal.SIGKILL)
+    deadline = time.time() + 2.0
+    while time.time() < deadline and any(
+            stat.pgrp == group for stat in live_processes().values()):
+        time.sleep(STOP_POLL)
+    return members
 
 
 def keep_failure(place, record, answer):

@@ -360,6 +360,25 @@ def test_start_twice_starts_nothing_the_second_time(agent):
     assert len(agent.leftovers()) == 2
 
 
+def test_a_new_start_kills_what_the_dead_leader_left_running(agent):
+    # A wrapper shell whose child outlives it, as a JVM under a script.
+    child_argv = agent.unique_sleeper()
+    wrapper = ["/bin/sh", "-c", " ".join(child_argv) + " & wait"]
+    first = agent.start(spec("wrap", wrapper))["wrap.0"]
+    wait_for(lambda: agent.running(child_argv))
+    child = agent.running(child_argv)[0]
+    os.kill(first["pid"], signal.SIGKILL)
+    reap(first["pid"])
+
+    second = agent.start(spec("wrap", wrapper))["wrap.0"]
+
+    assert second["result"] == "started"
+    assert second["leftovers"] == [child]
+    wait_for(lambda: agent.running(child_argv)
+             and child not in agent.running(child_argv))
+    assert len(agent.running(child_argv)) == 1   # the new run's child
+
+
 def test_env_path_finds_program_only_in_that_path(agent, tmp_path):
     bin_dir = tmp_path / "opt fx" / "bin"
     bin_dir.mkdir(parents=True)

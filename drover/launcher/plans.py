@@ -246,6 +246,12 @@ def _outcome(results):
 
 def instance_results(host, answers):
     """The agent's per-instance answers of one host as InstanceResults."""
+    for item in answers:
+        if item.get("leftovers"):
+            log.warning("killed: what %s.%s on %s left of its last run "
+                        "(pids %s; its leader had died)", item["program"],
+                        item["instance"], host,
+                        " ".join(map(str, item["leftovers"])))
     return [InstanceResult(
                 host, item["program"], item["instance"], item["result"],
                 pid=item.get("pid"), error=item.get("error"),
