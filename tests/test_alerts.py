@@ -131,6 +131,25 @@ def test_a_server_down_at_first_gets_the_down_mail_next_run(
     assert watchdog.deliveries[-1].spooled == 0
 
 
+def test_a_report_for_a_target_no_longer_configured_is_dropped(
+        smtp_server, tmp_path, caplog):
+    watchdog = Watchdog(smtp_server, tmp_path)
+    smtp_server.stop()
+    watchdog.run(dead_run(1), T0)
+    assert len(watchdog.spool.pending()) == 1
+
+    # The person fixed the URL: the old target is gone from the config.
+    smtp_server.start()
+    watchdog.config.notify.email = (smtp_server.email_target(
+        user="alice", password=PASSWORD, sender="watch@example.org"),)
+    watchdog.run(dead_run(2), T0 + 300)
+
+    assert watchdog.spool.pending() == []
+    assert watchdog.deliveries[-1].spooled == 0
+    assert "1 unsent reports for targets no longer in the configuration" \
+        in caplog.text
+
+
 def test_every_delivery_is_logged_for_the_run_log(smtp_server, tmp_path,
                                                  caplog):
     caplog.set_level(logging.INFO, logger="drover")

@@ -66,12 +66,34 @@ def after_check(config, result, history, email=False, notify=False,
 
     state["seen"] = {"at": now, "problems": run.problems}
     history.set_meta(STATE_KEY, state)
+    _drop_orphans(config, spool)
     delivery.spooled, delivery.spool_bytes = spool.size()
     if delivery.spooled:
-        log.warning("waiting: %d unsent reports in the spool (%d bytes; "
-                    "sent with the next run)", delivery.spooled,
-                    delivery.spool_bytes)
+        # At info: the failed send that filled the spool was said when it
+        # happened; under cron every printed line is a mail.
+        log.info("waiting: %d unsent reports in the spool (%d bytes; "
+                 "sent with the next run)", delivery.spooled,
+                 delivery.spool_bytes)
     return delivery
+
+
+def _drop_orphans(config, spool):
+    """Drop spooled reports whose target left the configuration: nothing
+    would ever send them, and they would wait forever."""
+    notify = config.notify
+    try:
+        known = {target.key for target in chosen_targets(
+            config, email=bool(notify.email),
+            notify=bool(notify.urls or notify.config))}
+    except ConfigError:
+        return  # a target that does not parse: keep everything
+    orphans = [report for report in spool.pending()
+               if report.target not in known]
+    for report in orphans:
+        spool.remove(report)
+    if orphans:
+        log.warning("dropped: %d unsent reports for targets no longer in "
+                    "the configuration", len(orphans))
 
 
 def problems(result):
