@@ -133,9 +133,9 @@ def survey(config, programs=None, hosts=None, deadline=None,
                                 deadline=deadline, progress=progress)
     states = []
     for state in compare(expected, results):
+        if not state.expected and state.state == STOPPED:
+            continue  # the past of an instance nobody asks for any more
         if state.program not in config.programs:
-            if state.state == STOPPED:
-                continue  # the past of a program that is gone
             state.reason = NOT_CONFIGURED
         states.append(state)
     return Survey(results, states)

@@ -396,7 +396,9 @@ class _Collect(logging.Handler):
             if answer:
                 return f"the server said {answer.group(1)} " \
                        f"{answer.group(2)}"
-            return detail[:1].lower() + detail[1:]
+            if detail[1:2].islower():
+                detail = detail[:1].lower() + detail[1:]
+            return detail
         if self.warnings:
             return self.warnings[-1]
         return "apprise reported a failure"

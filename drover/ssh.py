@@ -229,9 +229,7 @@ class Connector:
 
     def _known_keys(self, target):
         """known_hosts entries for this target, as OpenSSH would name it."""
-        name = target.key_alias or target.address
-        if target.port != 22:
-            name = f"[{name}]:{target.port}"
+        name = _known_hosts_name(target)
 
         # The same file often comes twice: ssh.known_hosts and the ssh
         # config's UserKnownHostsFile.
@@ -398,6 +396,12 @@ def _tcp_connect(target, timeout):
     return sock
 
 
+def _known_hosts_name(target):
+    """The name OpenSSH files a host's key under: ``[addr]:port`` off 22."""
+    name = target.key_alias or target.address
+    return f"[{name}]:{target.port}" if target.port != 22 else name
+
+
 def _classify(error, target, timeout):
     """A paramiko or socket failure as a TransportError with its outcome."""
     import paramiko
@@ -405,16 +409,17 @@ def _classify(error, target, timeout):
     where = f"{target.address}:{target.port}"
     if isinstance(error, TransportError):
         return error
+    files = ", ".join(dict.fromkeys(target.known_hosts))
     if isinstance(error, _UnknownHostKey):
         return TransportError(
-            f"host key of {error} is not in "
-            f"{', '.join(target.known_hosts)} (connect once with ssh, or set "
-            "ssh.accept_new_host_keys = true)", HOSTKEY_UNKNOWN)
+            f"host key of {error} is not in {files} (connect once with "
+            "ssh, or set ssh.accept_new_host_keys = true)", HOSTKEY_UNKNOWN)
     if isinstance(error, paramiko.BadHostKeyException):
+        name = _known_hosts_name(target)
         return TransportError(
-            f"host key of {where} CHANGED: it is not the one in known_hosts "
-            "(possible attack; remove the old entry if the host was "
-            "reinstalled)", HOSTKEY_CHANGED)
+            f"host key of {name} CHANGED: it is not the one in {files} "
+            "(possible attack; if the host was reinstalled, remove the old "
+            f"entry: ssh-keygen -R '{name}')", HOSTKEY_CHANGED)
     if isinstance(error, paramiko.AuthenticationException):
         keys = ", ".join(target.identities) or "agent and default keys"
         return TransportError(

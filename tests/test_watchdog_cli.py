@@ -295,3 +295,29 @@ def test_the_log_level_is_put_back_after_the_run(config):
 
     assert logging.getLogger("drover").level == logging.NOTSET
     assert after.stderr == ""
+
+
+def test_a_config_without_hosts_is_unknown_not_ok(control_home, tmp_path):
+    path = tmp_path / "drover.toml"
+    path.write_text('[program.lonely]\ncommand = "sleep 1"\n')
+
+    run = watchdog("-c", path, "check")
+
+    assert run.status == 3
+    assert run.stdout == ""
+    assert "no host to check: [hosts] names none" in run.stderr
+
+
+def test_instances_beyond_count_are_counted_apart(config):
+    assert launcher("-c", config, "start", "-n", "4").status == 0
+
+    status = launcher("-c", config, "status")
+
+    assert "sleeper: 2/2 running; 2 beyond count" in status.stdout
+    assert status.stdout.count("running (beyond count)") == 2
+
+    # Once stopped, the extras are history, not clutter.
+    assert launcher("-c", config, "stop").status == 0
+    assert launcher("-c", config, "start").status == 0
+    status = launcher("-c", config, "status")
+    assert "sleeper: 2/2 running\n" in status.stdout

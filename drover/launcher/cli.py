@@ -224,9 +224,11 @@ def status_lines(survey, now):
     by_program = {}
     for item in survey.instances:
         counts = by_program.setdefault(item.program, {})
-        counts[item.state] = counts.get(item.state, 0) + 1
+        state = item.state if item.expected else _extra_label(item)
+        counts[state] = counts.get(state, 0) + 1
     for program, counts in by_program.items():
-        expected = sum(counts.values())
+        expected = sum(number for state, number in counts.items()
+                       if state not in EXTRA_LABELS)
         others = ", ".join(f"{number} {state}"
                            for state, number in sorted(counts.items())
                            if state != "running")
@@ -261,7 +263,8 @@ def status_lines(survey, now):
             continue
         running = item.state == "running"
         rows.append((
-            item.host, item.name, item.state + _extra_label(item),
+            item.host, item.name, item.state + (
+                "" if item.expected else f" ({_extra_label(item)})"),
             str(item.pid or "-"),
             _clock(item.started_at),
             format_duration(now - item.started_at)
@@ -287,14 +290,15 @@ def status_lines(survey, now):
     return lines
 
 
+# Why an instance is shown that the configuration does not ask for.
+EXTRA_LABELS = ("not configured", "beyond count")
+
+
 def _extra_label(item):
-    """Why an instance is shown that the configuration does not ask for."""
     from drover import inventory
-    if item.expected:
-        return ""
     if item.reason == inventory.NOT_CONFIGURED:
-        return " (not configured)"
-    return " (beyond count)"
+        return "not configured"
+    return "beyond count"
 
 
 def _clock(moment):

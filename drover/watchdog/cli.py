@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from drover import console
-from drover.errors import DroverError, LockBusy, NotifyError
+from drover.errors import ConfigError, DroverError, LockBusy, NotifyError
 from drover.units import format_bytes, format_duration
 
 PROG = "watchdog"
@@ -220,6 +220,9 @@ def _check(config, arguments, history):
     programs = arguments.programs or None
     hosts = console.host_patterns(arguments)
     config.expected(programs, hosts)  # unknown names: before any host
+    if not config.hosts:
+        raise ConfigError("no host to check: [hosts] names none",
+                          config.path)
 
     # A target that cannot work is a configuration error, said before any
     # host is contacted (CASES C14).
