@@ -377,7 +377,7 @@ def _read_ssh(table):
         "parallel": _whole(1, 1024),
         "accept_new_host_keys": _boolean,
         "python": _command_word,
-        "state_dir": _text,
+        "state_dir": _remote_dir,
     })
 
     # Only the default OpenSSH client config may be missing: a file the
@@ -777,6 +777,15 @@ def _text(value):
     if not isinstance(value, str) or not value.strip():
         raise _wrong("a non-empty string", value)
     return value
+
+
+def _remote_dir(value):
+    """A folder on the hosts, as written: no placeholders expand there."""
+    text = _text(value)
+    if "{" in text or "}" in text:
+        raise _Invalid(f"expected a path without placeholders (records "
+                       f"are kept per host already), got {_show(value)}")
+    return text
 
 
 def _secret(value):

@@ -780,3 +780,10 @@ def test_find_config_expands_tilde_and_relative_names(places, tmp_path):
     assert find_config(None, environ, cwd) == files["variable"]
     assert find_config("../explicit.toml", environ, cwd) == (
         cwd / "../explicit.toml")
+
+
+def test_the_hosts_state_dir_takes_no_placeholders(tmp_path):
+    with pytest.raises(ConfigError, match=r"drover.toml:2: ssh.state_dir: "
+                                          r"expected a path without"):
+        load_text('[ssh]\nstate_dir = "/srv/{host}"\n',
+                  str(tmp_path / "drover.toml"))
