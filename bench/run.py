@@ -44,6 +44,7 @@ sys.path[:0] = [str(ROOT), str(BENCH_DIR)]
 
 import measure  # noqa: E402
 import report  # noqa: E402
+from drover import console  # noqa: E402
 from drover.config import SshSettings  # noqa: E402
 from tests.cluster import (ClusterError, FakeCluster,  # noqa: E402
                            unavailable_reason)
@@ -149,11 +150,11 @@ def parse_arguments(argv):
     parser.add_argument("--hosts", type=_sizes, default=[10, 50, 100],
                         metavar="N,N,...",
                         help="cluster sizes (default: 10,50,100)")
-    parser.add_argument("--runs", type=_positive, default=5,
+    parser.add_argument("--runs", type=console.positive_number, default=5,
                         help="timed runs of each command (default: 5)")
-    parser.add_argument("--warmup", type=_whole, default=1,
+    parser.add_argument("--warmup", type=console.whole_number, default=1,
                         help="untimed rounds first (default: 1)")
-    parser.add_argument("--parallel", type=_positive,
+    parser.add_argument("--parallel", type=console.positive_number,
                         help="drover's ssh.parallel (default: drover's "
                              "own default)")
     parser.add_argument("--output", default=str(BENCH_DIR / "RESULTS.md"),
@@ -459,23 +460,6 @@ def _sizes(text):
     return sizes
 
 
-def _positive(text):
-    return _at_least(text, 1)
-
-
-def _whole(text):
-    return _at_least(text, 0)
-
-
-def _at_least(text, low):
-    try:
-        value = int(text)
-    except ValueError:
-        value = low - 1
-    if value < low:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number >= {low}, got {text!r}")
-    return value
 
 
 if __name__ == "__main__":
