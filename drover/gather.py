@@ -62,6 +62,24 @@ def hosts_named(config, patterns):
     return list(dict.fromkeys(names))
 
 
+# Seconds between timeout(1)'s TERM and its KILL on the host.
+KILL_GRACE = 2
+
+
+def with_timeout(command, seconds):
+    """``command`` run under coreutils' timeout(1) on the host.
+
+    Closing an ssh channel does not end a command started without a tty:
+    it would run on after drover gave up on it. timeout(1) on the host
+    ends it (TERM, then KILL) and exits 124, which the user sees as that
+    host's status.
+    """
+    if isinstance(command, str):
+        command = ["/bin/sh", "-c", command]
+    return ["timeout", f"--kill-after={KILL_GRACE}", f"{seconds:g}",
+            *command]
+
+
 def run_everywhere(config, patterns, command, shell=False, timeout=None,
                    progress=None):
     """Run `command` on every host `patterns` name; a Gathered.
@@ -73,14 +91,17 @@ def run_everywhere(config, patterns, command, shell=False, timeout=None,
     if shell:
         command = " ".join(command)
     settings = config.ssh
+    waited = None
     if timeout is not None:
+        command = with_timeout(command, timeout)
+        waited = timeout + KILL_GRACE + 2
         # The host's deadline must leave the command its whole time.
-        needed = settings.connect_timeout + timeout + 5
+        needed = settings.connect_timeout + waited + 5
         if needed > settings.deadline:
             settings = dataclasses.replace(settings, deadline=needed)
 
     def work(session):
-        return session.run(command, timeout=timeout)
+        return session.run(command, timeout=waited)
 
     return Gathered(transport.fan_out(hosts_named(config, patterns), work,
                                       settings, progress=progress))

@@ -79,8 +79,10 @@ def add_commands(command):
                           "(pipes, $VARS); without it every word "
                           "arrives as it is")
     run.add_argument("--timeout", type=_seconds, metavar="S",
-                     help="give up on a host after S seconds "
-                          "(default: ssh.deadline)")
+                     help="end the command on each host after S seconds "
+                          "(timeout(1) there: TERM, KILL 2 s later; the "
+                          "host's status is then 124); default: "
+                          "ssh.deadline")
     # Not "command": launcher.cli keeps the subcommand's name there.
     run.add_argument("remote_command", nargs=argparse.REMAINDER,
                      metavar="-- COMMAND...",
