@@ -10,6 +10,7 @@ need=""
 command -v ssh >/dev/null || need="$need openssh-client"
 command -v cron >/dev/null || need="$need cron"
 command -v unshare >/dev/null || need="$need util-linux"
+command -v pgrep >/dev/null || need="$need procps"
 python3 -c 'import venv, ensurepip' 2>/dev/null || need="$need python3-venv"
 if [ -n "$need" ] && [ "$(id -u)" = 0 ]; then
     apt-get update -qq

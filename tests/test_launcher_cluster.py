@@ -17,6 +17,15 @@ pytestmark = pytest.mark.cluster
 HOSTILE = "a b 'q' \"d\" ;$HOME `x` é ✓"
 HOSTILE_TOML = json.dumps(HOSTILE, ensure_ascii=False)
 
+# A program that forks three children and waits for them (CASES C08).
+FORKER = json.dumps(
+    "import os, time\n"
+    "for _ in range(3):\n"
+    "    if os.fork() == 0:\n"
+    "        time.sleep(600)\n"
+    "        os._exit(0)\n"
+    "os.wait(); os.wait(); os.wait()\n")
+
 
 @pytest.fixture
 def herd(cluster, control_home, tmp_path):
@@ -229,7 +238,8 @@ def test_a_zombie_is_reported_dead(herd, cluster):
         assert launcher("-c", config, "status").status == 1
     finally:
         host.run(["kill", str(real)])
-        host.run("pkill -f 'time.sleep\\(60\\)'")
+        for pid in host_pids(host, "time.sleep.60"):
+            host.run(["kill", str(pid)])
 
 
 def _point_record_at(host, program, number, pid):
@@ -283,7 +293,7 @@ def test_stop_takes_the_whole_process_tree(herd, cluster):
     host.run("mkdir -p /root/tree/data && printf '#!/bin/sh\\nwhile :; do "
              "echo tick; sleep 1; done\\n' > /root/tree/data/serve && "
              "chmod +x /root/tree/data/serve")
-    config = herd("""
+    config = herd(f"""
         [hosts]
         one = ["host03"]
 
@@ -295,7 +305,7 @@ def test_stop_takes_the_whole_process_tree(herd, cluster):
         stop_timeout = 3
 
         [program.forker]
-        command = ["python3", "-c", "import os,time\\nfor _ in range(3):\\n    if os.fork() == 0:\\n        time.sleep(600)\\n        os._exit(0)\\nos.wait(); os.wait(); os.wait()"]
+        command = ["python3", "-c", {FORKER}]
         count = 1
         start_seconds = 0.5
         stop_timeout = 3

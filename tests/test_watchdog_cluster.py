@@ -15,8 +15,8 @@ import pytest
 
 from drover import paths
 from drover.cron.lock import RunLock
-from tests.helpers import (launcher, proc_stat, run_cli, wait_until,
-                           write_config)
+from tests.helpers import (host_pids, launcher, proc_stat, run_cli,
+                           wait_until, write_config)
 
 pytestmark = pytest.mark.cluster
 
@@ -191,7 +191,8 @@ def test_a_zombie_with_a_matching_identity_is_dead(herd, cluster):
             (2, "dead", "zombie")
     finally:
         host.run(["kill", str(real)])
-        host.run("pkill -f 'time.sleep\\(60\\)'")
+        for pid in host_pids(host, "time.sleep.60"):
+            host.run(["kill", str(pid)])
 
 
 def test_a_reused_pid_is_dead_respawned_and_never_signalled(herd, cluster):
