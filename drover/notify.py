@@ -44,10 +44,6 @@ MASK = "****"
 EMAIL_SCHEMES = ("mailto", "mailtos")
 SECURITY_SCHEMES = {"none": "mailto", "starttls": "mailtos",
                     "ssl": "mailtos"}
-# apprise's names for the security modes, and their default ports
-# (apprise/plugins/email/smtp.py, SMTP_DEFAULT_PORTS).
-SMTP_PORTS = {"insecure": 25, "starttls": 587, "ssl": 465}
-SMTP_TIMEOUT = 15.0
 
 # Bounds of the spool of unsent reports: a mail server down for a long
 # weekend must not fill the disk, and a report a week old is history.

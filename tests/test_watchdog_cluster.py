@@ -133,7 +133,7 @@ def test_kill_two_and_reboot_one_then_respawn_brings_all_24_back(
     dead = [line for line in lines if line.startswith("  dead: ")]
     assert [line.split(" (")[0] for line in dead] == [
         "  dead: host01 alpha.1", "  dead: host02 beta.2"]
-    assert "  lost: host03: alpha.[0-3], beta.[0-3]" in lines
+    assert "  lost: host03: alpha.[0-3],beta.[0-3]" in lines
     assert any(line.startswith("  host03: rebooted (boot id ")
                for line in lines)
 

@@ -469,10 +469,6 @@ class Change:
     previous: Optional[Entry]     # its entry before
     written: bool                 # the crontab was rewritten
 
-    @property
-    def added(self):
-        return self.previous is None and self.entry is not None
-
 
 def read_crontab():
     """The user's crontab (``crontab -l``), or None when there is none."""

@@ -366,44 +366,19 @@ def _instance_line(item):
 
 
 def _folded_instances(by_host):
-    """``host[01-03] (3): crawler.[0-3], worker.1`` lines: hosts with the
+    """``host[01-03] (3): crawler.[0-3],worker.1`` lines: hosts with the
     same instances fold together."""
     from drover.hostlist import fold
 
     hosts_of = {}
     for host, names in by_host.items():
-        hosts_of.setdefault(_fold_names(names), []).append(host)
+        instances = fold(f"{program}.{number}" for program, number in names)
+        hosts_of.setdefault(instances, []).append(host)
     lines = []
     for names, hosts in hosts_of.items():
         count = f" ({len(hosts)})" if len(hosts) > 1 else ""
         lines.append(f"{fold(hosts)}{count}: {names}")
     return lines
-
-
-def _fold_names(names):
-    """``crawler.[0-3,5], worker.1`` from (program, number) pairs."""
-    numbers = {}
-    for program, number in names:
-        numbers.setdefault(program, set()).add(number)
-    parts = []
-    for program, found in numbers.items():
-        ranges = _ranges(sorted(found))
-        if len(found) == 1:
-            parts.append(f"{program}.{ranges}")
-        else:
-            parts.append(f"{program}.[{ranges}]")
-    return ", ".join(parts)
-
-
-def _ranges(numbers):
-    spans = []
-    for number in numbers:
-        if spans and number == spans[-1][1] + 1:
-            spans[-1][1] = number
-        else:
-            spans.append([number, number])
-    return ",".join(str(low) if low == high else f"{low}-{high}"
-                    for low, high in spans)
 
 
 def host_table(result):
