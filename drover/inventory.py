@@ -78,7 +78,7 @@ class Survey(transport.HostOutcomes):
         return [instance for instance in self.instances if instance.down]
 
 
-def status_request(programs, config, every_record=False):
+def status_request(programs, every_record=False):
     """The agent's status request for these programs' records and the
     disks they write on.
 
@@ -113,8 +113,7 @@ def survey(config, programs=None, hosts=None, deadline=None,
     expected = config.expected(programs, hosts)
     selected = [config.programs[name] for name in
                 (programs or config.programs)]
-    request = status_request(selected, config,
-                             every_record=programs is None)
+    request = status_request(selected, every_record=programs is None)
     host_names = config.hosts_for(programs, hosts)
     by_host = {}
     for instance in expected:
